@@ -1,0 +1,77 @@
+"""Server settings: one dataclass, filled from flags, then `RUNCACHE_*` environment variables, then defaults."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_DATA_DIR = ".runcache"
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = ""  # empty: SQLite file in data_dir
+    public_url: str = ""  # empty: derived from each request's Host
+    secret: str = ""  # empty: generated once and kept in data_dir/secret
+    reservation_ttl: int = 3600  # seconds an unfinished upload keeps its key reserved
+    url_ttl: int = 600  # seconds a signed blob URL stays valid
+    github_jwks_url: str = ""
+    github_jwks_file: str = ""
+    github_issuer: str = ""
+    github_audience: str = ""
+    results_upstream: str = ""  # where unknown /twirp/ services are forwarded
+    node_id: str = field(default_factory=socket.gethostname)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ if env is None else env)
+        s = cls()
+        for f in fields(cls):
+            raw = env.get(f"RUNCACHE_{f.name.upper()}")
+            if raw is not None and raw != "":
+                setattr(s, f.name, _convert(f.name, raw, getattr(s, f.name)))
+        for name, value in overrides.items():
+            if value is not None:
+                setattr(s, name, _convert(name, value, getattr(s, name)))
+        return s
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    def master_secret(self) -> bytes:
+        """The server's signing secret: configured, or created once (0600) in the data directory."""
+        if self.secret:
+            return self.secret.encode()
+        path = self.data_dir / "secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+    def derived_key(self, purpose: str) -> bytes:
+        # Separate keys per use, so a signed URL can never be replayed as a token or vice versa.
+        return hmac.new(self.master_secret(), purpose.encode(), hashlib.sha256).digest()
+
+
+def _convert(name: str, value: object, current: object) -> object:
+    if isinstance(current, Path):
+        return Path(str(value)).expanduser()
+    if isinstance(current, bool):
+        return str(value).lower() in ("1", "true", "yes", "on")
+    if isinstance(current, int):
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ValueError(f"setting {name} must be an integer, got {value!r}") from None
+    return str(value)

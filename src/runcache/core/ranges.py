@@ -1,0 +1,43 @@
+"""Byte-range rules for chunked uploads: parsing the client's headers and proving an upload is whole."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from runcache.core.errors import IncompleteUpload, InvalidRequest
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\*|\d+)\s*$")
+
+
+def parse_content_range(value: str | None) -> tuple[int, int]:
+    """`bytes start-end/*` with an inclusive end, as the v1 client sends; returns a half-open range."""
+    if not value:
+        raise InvalidRequest("Content-Range header is required: bytes <start>-<end>/*")
+    m = _CONTENT_RANGE.match(value)
+    if not m:
+        raise InvalidRequest(f"malformed Content-Range {value!r}; expected bytes <start>-<end>/*")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise InvalidRequest(f"Content-Range {value!r} ends before it starts")
+    if m.group(3) != "*" and end >= int(m.group(3)):
+        raise InvalidRequest(f"Content-Range {value!r} goes past the declared total")
+    return start, end + 1
+
+
+def check_complete(ranges: Iterable[tuple[int, int]], size: int) -> None:
+    """The received ranges must cover [0, size) with no hole and nothing past the end.
+
+    Retried chunks may overlap earlier ones; that is fine as long as coverage is exact.
+    """
+    if size < 0:
+        raise InvalidRequest(f"size must not be negative, got {size}")
+    covered = 0
+    for start, end in sorted(ranges):
+        if end > size:
+            raise IncompleteUpload(f"received bytes up to {end} but the declared size is {size}")
+        if start > covered:
+            raise IncompleteUpload(f"missing bytes {covered}-{start - 1} of {size}")
+        covered = max(covered, end)
+    if covered != size:
+        raise IncompleteUpload(f"received {covered} of {size} bytes")

@@ -1,0 +1,87 @@
+"""The ASGI application: wires settings, stores, the cache service and the protocol routes together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runcache.auth import Authenticator
+from runcache.auth.github import GitHubTokenVerifier
+from runcache.auth.signing import UrlSigner
+from runcache.auth.tokens import TokenIssuer
+from runcache.config import Settings
+from runcache.server import blob, twirp, v1
+from runcache.server.common import AppState
+from runcache.service import CacheService
+from runcache.store.disk import DiskBlobStore
+from runcache.store.metadata import MetadataStore
+from runcache.store.staging import Staging
+
+log = logging.getLogger("runcache.server")
+JANITOR_INTERVAL = 60.0
+
+
+def build_service(settings: Settings) -> CacheService:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return CacheService(
+        MetadataStore(settings.database),
+        DiskBlobStore(settings.data_dir / "blobs"),
+        Staging(settings.data_dir / "uploads"),
+        node_id=settings.node_id,
+        reservation_ttl=settings.reservation_ttl,
+    )
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    github = None
+    if settings.github_jwks_url or settings.github_jwks_file:
+        github = GitHubTokenVerifier(
+            jwks_url=settings.github_jwks_url or None,
+            jwks_file=Path(settings.github_jwks_file) if settings.github_jwks_file else None,
+            issuer=settings.github_issuer or None,
+            audience=settings.github_audience or None,
+        )
+    return Authenticator(TokenIssuer(settings.derived_key("tokens")), github)
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    service = build_service(settings)
+    state = AppState(settings, service, build_authenticator(settings), UrlSigner(settings.derived_key("urls")))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(service.recover)
+        task = asyncio.create_task(_janitor(service))
+        try:
+            yield
+        finally:
+            task.cancel()
+            service.metadata.close()
+
+    app = Starlette(routes=[Route("/healthz", health), *v1.routes, *twirp.routes, *blob.routes], lifespan=lifespan)
+    app.state.runcache = state
+    return app
+
+
+async def _janitor(service: CacheService) -> None:
+    while True:
+        await asyncio.sleep(JANITOR_INTERVAL)
+        try:
+            expired = await run_in_threadpool(service.expire_uploads)
+            if expired:
+                log.info("expired %d abandoned uploads", expired)
+        except Exception:
+            log.exception("janitor pass failed")

@@ -1,0 +1,168 @@
+"""v2 protocol: twirp JSON `github.actions.results.api.v1.CacheService`.
+
+Field names follow the proto (snake_case) on output; input also accepts lowerCamelCase, int64 as
+number or string, and `null` for lists, because other clients (buildx's Go client) send those.
+Every error is a JSON `{"code","msg"}`: a non-JSON body makes @actions/cache retry for ~30 s.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runcache.auth.signing import DOWNLOAD, UPLOAD
+from runcache.core.errors import (
+    AlreadyExists,
+    CacheError,
+    IncompleteUpload,
+    InvalidRequest,
+    NotFound,
+    WriteDenied,
+)
+from runcache.server.common import ARCHIVES, UPLOADS, identify, parse_int, read_json, signed_url, state
+from runcache.server.errors import classify
+
+log = logging.getLogger("runcache.twirp")
+SERVICE = "github.actions.results.api.v1.CacheService"
+
+
+def twirp_error(code: str, msg: str, status: int) -> JSONResponse:
+    return JSONResponse({"code": code, "msg": msg}, status_code=status)
+
+
+def _field(body: dict[str, Any], snake: str) -> Any:
+    if snake in body:
+        return body[snake]
+    parts = snake.split("_")
+    return body.get(parts[0] + "".join(p.title() for p in parts[1:]))
+
+
+def _str(body: dict[str, Any], name: str) -> str:
+    value = _field(body, name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string")
+    return value
+
+
+async def get_download_url(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    ident = await identify(request)
+    restore = _field(body, "restore_keys") or []
+    if not isinstance(restore, list) or not all(isinstance(k, str) for k in restore):
+        raise InvalidRequest("restore_keys must be a list of strings")
+    key = _str(body, "key")
+    result = await run_in_threadpool(state(request).service.lookup, ident, [key, *restore], _str(body, "version"))
+    if result is None:
+        return {"ok": False, "signed_download_url": "", "matched_key": ""}
+    return {
+        "ok": True,
+        "signed_download_url": signed_url(request, ARCHIVES, result.entry.id, DOWNLOAD),
+        "matched_key": result.entry.key,
+    }
+
+
+async def create_entry(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    ident = await identify(request)
+    svc = state(request).service
+    try:
+        entry = await run_in_threadpool(svc.reserve, ident, _str(body, "key"), _str(body, "version"), None)
+    except (AlreadyExists, WriteDenied) as exc:
+        # The client only recognises `cache write denied:` and contention in a 200 `ok:false` body.
+        return {"ok": False, "signed_upload_url": "", "message": str(exc)}
+    return {"ok": True, "signed_upload_url": signed_url(request, UPLOADS, entry.id, UPLOAD), "message": ""}
+
+
+async def finalize_entry(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    ident = await identify(request)
+    svc = state(request).service
+    size = parse_int(_field(body, "size_bytes") or 0, "size_bytes")
+    try:
+        entry = await run_in_threadpool(svc.upload_by_key, ident, _str(body, "key"), _str(body, "version"))
+        committed = await run_in_threadpool(svc.commit, entry, size)
+    except (NotFound, IncompleteUpload, WriteDenied) as exc:
+        return {"ok": False, "entry_id": "0", "message": str(exc)}
+    return {"ok": True, "entry_id": str(committed.id), "message": ""}
+
+
+METHODS = {
+    "GetCacheEntryDownloadURL": get_download_url,
+    "CreateCacheEntry": create_entry,
+    "FinalizeCacheEntryUpload": finalize_entry,
+}
+
+
+async def cache_service(request: Request) -> Response:
+    method = request.path_params["method"]
+    handler = METHODS.get(method)
+    if handler is None:
+        return twirp_error("bad_route", f"no method {method} on {SERVICE}", 404)
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype not in ("application/json", ""):
+        return twirp_error("bad_route", f"unsupported Content-Type {ctype!r}: runcache speaks twirp JSON", 404)
+    try:
+        body = await read_json(request)
+        return JSONResponse(await handler(request, body))
+    except CacheError as exc:
+        status, code, _ = classify(exc)
+        return twirp_error(code, str(exc), status)
+    except Exception:
+        log.exception("twirp %s failed", method)
+        return twirp_error("internal", "internal error", 500)
+
+
+_HOP_HEADERS = {
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "trailer",
+}
+
+
+async def other_service(request: Request) -> Response:
+    """Artifact uploads share ACTIONS_RESULTS_URL with the cache: forward what is not ours."""
+    upstream = state(request).settings.results_upstream
+    service, method = request.path_params["service"], request.path_params["method"]
+    if not upstream:
+        return twirp_error(
+            "bad_route",
+            f"{service}/{method} is not served by runcache and no results upstream is "
+            "configured (set RUNCACHE_RESULTS_UPSTREAM or --results-upstream)",
+            404,
+        )
+    url = f"{upstream.rstrip('/')}/twirp/{service}/{method}"
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            upstream_resp = await client.post(url, content=await request.body(), headers=headers)
+    except httpx.HTTPError as exc:
+        return twirp_error("unavailable", f"results upstream {upstream} is unreachable: {exc}", 503)
+    out_headers = {
+        k: v
+        for k, v in upstream_resp.headers.items()
+        if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
+    }
+    return Response(upstream_resp.content, status_code=upstream_resp.status_code, headers=out_headers)
+
+
+async def not_post(request: Request) -> Response:
+    return twirp_error("bad_route", "twirp requests must be POST", 404)
+
+
+routes = [
+    Route(f"/twirp/{SERVICE}/{{method}}", cache_service, methods=["POST"]),
+    Route("/twirp/{service}/{method}", other_service, methods=["POST"]),
+    Route("/twirp/{rest:path}", not_post, methods=["GET", "PUT", "DELETE", "PATCH"]),
+]

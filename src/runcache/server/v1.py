@@ -1,0 +1,135 @@
+"""Legacy v1 protocol: `{ACTIONS_CACHE_URL}_apis/artifactcache/...` as @actions/cache (v1 path) speaks it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runcache.auth.signing import DOWNLOAD
+from runcache.core.errors import CacheError, InvalidRequest
+from runcache.core.ranges import parse_content_range
+from runcache.server.common import ARCHIVES, identify, iso, parse_int, read_json, signed_url, state
+from runcache.server.errors import classify
+from runcache.server.streams import receive_into
+
+log = logging.getLogger("runcache.v1")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _error(exc: CacheError) -> JSONResponse:
+    status, _, _ = classify(exc)
+    # The client reads `message` from an Azure DevOps-style error object.
+    return JSONResponse({"message": str(exc), "typeKey": type(exc).__name__, "errorCode": 0}, status_code=status)
+
+
+def v1_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except CacheError as exc:
+            return _error(exc)
+        except Exception:
+            log.exception("v1 %s %s failed", request.method, request.url.path)
+            return JSONResponse({"message": "internal error"}, status_code=500)
+
+    return wrapped
+
+
+def _entry_id(request: Request) -> int:
+    raw = request.path_params["cache_id"]
+    if not raw.isdigit():
+        raise InvalidRequest(f"cache id must be a number, got {raw!r}")
+    return int(raw)
+
+
+@v1_errors
+async def lookup(request: Request) -> Response:
+    ident = await identify(request)
+    keys_param = request.query_params.get("keys", "")
+    version = request.query_params.get("version", "")
+    if not keys_param:
+        raise InvalidRequest("query parameter keys is required")
+    keys = keys_param.split(",")
+    svc = state(request).service
+    result = await run_in_threadpool(svc.lookup, ident, keys, version)
+    if result is None:
+        return Response(status_code=204)
+    e = result.entry
+    return JSONResponse(
+        {
+            "scope": e.scope,
+            "cacheKey": e.key,
+            "cacheVersion": e.version,
+            "creationTime": iso(e.created_at),
+            "archiveLocation": signed_url(request, ARCHIVES, e.id, DOWNLOAD),
+        }
+    )
+
+
+@v1_errors
+async def list_caches(request: Request) -> Response:
+    ident = await identify(request)
+    key = request.query_params.get("key", "")
+    if not key:
+        raise InvalidRequest("query parameter key is required")
+    entries = await run_in_threadpool(state(request).service.list_for_key, ident, key)
+    return JSONResponse(
+        {
+            "totalCount": len(entries),
+            "artifactCaches": [
+                {"cacheKey": e.key, "cacheVersion": e.version, "scope": e.scope, "creationTime": iso(e.created_at)}
+                for e in entries
+            ],
+        }
+    )
+
+
+@v1_errors
+async def reserve(request: Request) -> Response:
+    ident = await identify(request)
+    body = await read_json(request)
+    size = body.get("cacheSize")
+    declared = None if size is None else parse_int(size, "cacheSize")
+    entry = await run_in_threadpool(
+        state(request).service.reserve, ident, body.get("key"), body.get("version"), declared
+    )
+    return JSONResponse({"cacheId": entry.id}, status_code=201)
+
+
+@v1_errors
+async def upload_chunk(request: Request) -> Response:
+    ident = await identify(request)
+    svc = state(request).service
+    entry = await run_in_threadpool(svc.upload_for, ident, _entry_id(request))
+    start, end = parse_content_range(request.headers.get("content-range"))
+    if entry.declared_size is not None and entry.declared_size >= 0 and end > entry.declared_size:
+        raise InvalidRequest(f"Content-Range ends at {end - 1}, past the reserved size {entry.declared_size}")
+    writer = svc.staging.range_writer(entry.id, start, end)
+    await receive_into(request, writer)
+    return Response(status_code=204)
+
+
+@v1_errors
+async def commit(request: Request) -> Response:
+    ident = await identify(request)
+    svc = state(request).service
+    entry = await run_in_threadpool(svc.upload_for, ident, _entry_id(request))
+    body = await read_json(request)
+    if "size" not in body:
+        raise InvalidRequest('body must carry the archive size: {"size": <bytes>}')
+    await run_in_threadpool(svc.commit, entry, parse_int(body["size"], "size"))
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/_apis/artifactcache/cache", lookup, methods=["GET"]),
+    Route("/_apis/artifactcache/caches", list_caches, methods=["GET"]),
+    Route("/_apis/artifactcache/caches", reserve, methods=["POST"]),
+    Route("/_apis/artifactcache/caches/{cache_id}", upload_chunk, methods=["PATCH"]),
+    Route("/_apis/artifactcache/caches/{cache_id}", commit, methods=["POST"]),
+]

@@ -1,0 +1,44 @@
+"""Metadata schema (SQLAlchemy 2 typed models), the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+UPLOADING = "uploading"
+COMMITTED = "committed"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Entry(Base):
+    """One cache entry. Invisible to lookups until `state` is committed."""
+
+    __tablename__ = "cache_entries"
+
+    # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    repository: Mapped[str] = mapped_column(String(256))
+    scope: Mapped[str] = mapped_column(String(512))
+    key: Mapped[str] = mapped_column(String(512))
+    key_folded: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(512))
+    state: Mapped[str] = mapped_column(String(16))
+    declared_size: Mapped[int | None] = mapped_column(BigInteger)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(128))
+    reserved_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    last_accessed_at: Mapped[datetime]
+
+    __table_args__ = (
+        # Immutability: one entry (finished or in flight) per repository, scope, folded key and version.
+        UniqueConstraint("repository", "scope", "key_folded", "version", name="uq_entry_identity"),
+        Index("ix_entry_lookup", "repository", "version", "key_folded"),
+        Index("ix_entry_state_reserved", "state", "reserved_at"),
+    )

@@ -1,0 +1,203 @@
+"""Upload staging on local disk: where bytes land before a commit makes them an entry.
+
+One folder per upload holds `data` (written at offsets, so v1 chunks may arrive in any order and in
+parallel), `ranges` (an append-only record of the byte ranges fully received) and `blocks/` (Azure
+Put Block bodies until Put Block List orders them). Nothing here is visible to lookups.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from runcache.core.errors import InvalidRequest, NotFound
+from runcache.core.ranges import check_complete
+
+_HASH_BLOCK = 4 * 1024 * 1024
+
+
+class RangeWriter:
+    """Writes one received range at its offset; the range counts only once `finish` verifies its length."""
+
+    def __init__(self, staging: Staging, upload_id: int, start: int, expected_end: int | None) -> None:
+        self._staging = staging
+        self._upload_id = upload_id
+        self._start = start
+        self._offset = start
+        self._expected_end = expected_end
+        self._fd = os.open(staging.folder(upload_id) / "data", os.O_WRONLY | os.O_CREAT, 0o600)
+
+    def write(self, data: bytes) -> None:
+        if self._expected_end is not None and self._offset + len(data) > self._expected_end:
+            raise InvalidRequest("request body is longer than its Content-Range")
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, self._offset)
+            self._offset += n
+            view = view[n:]
+
+    def finish(self) -> tuple[int, int]:
+        os.close(self._fd)
+        self._fd = -1
+        if self._expected_end is not None and self._offset != self._expected_end:
+            raise InvalidRequest(
+                f"request body has {self._offset - self._start} bytes but Content-Range announced "
+                f"{self._expected_end - self._start}"
+            )
+        self._staging.record_range(self._upload_id, self._start, self._offset)
+        return self._start, self._offset
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class BlockWriter:
+    """An Azure Put Block body, kept apart until Put Block List says where it goes."""
+
+    def __init__(self, path: Path) -> None:
+        self._final = path
+        self._tmp = path.with_name(path.name + ".part")
+        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in finish/abort
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._fh.write(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        self._fh.close()
+        os.replace(self._tmp, self._final)
+
+    def abort(self) -> None:
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class Staging:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def folder(self, upload_id: int) -> Path:
+        return self.root / str(int(upload_id))
+
+    def create(self, upload_id: int) -> None:
+        folder = self.folder(upload_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "blocks").mkdir(parents=True)
+
+    def exists(self, upload_id: int) -> bool:
+        return self.folder(upload_id).is_dir()
+
+    def _require(self, upload_id: int) -> Path:
+        folder = self.folder(upload_id)
+        if not folder.is_dir():
+            raise NotFound(f"no upload in progress with id {upload_id}")
+        return folder
+
+    def range_writer(self, upload_id: int, start: int, end: int | None) -> RangeWriter:
+        self._require(upload_id)
+        return RangeWriter(self, upload_id, start, end)
+
+    def whole_writer(self, upload_id: int) -> RangeWriter:
+        """Put Blob replaces whatever was uploaded before."""
+        folder = self._require(upload_id)
+        with self._lock:
+            (folder / "data").unlink(missing_ok=True)
+            (folder / "ranges").unlink(missing_ok=True)
+        return RangeWriter(self, upload_id, 0, None)
+
+    def record_range(self, upload_id: int, start: int, end: int) -> None:
+        if end == start:
+            return
+        with self._lock, open(self._require(upload_id) / "ranges", "a") as fh:
+            fh.write(f"{start} {end}\n")
+
+    def ranges(self, upload_id: int) -> list[tuple[int, int]]:
+        path = self._require(upload_id) / "ranges"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            a, b = line.split()
+            out.append((int(a), int(b)))
+        return out
+
+    @staticmethod
+    def block_name(block_id: str) -> str:
+        try:
+            raw = base64.b64decode(block_id, validate=True)
+        except ValueError as exc:
+            raise InvalidRequest(f"block id {block_id!r} is not valid base64") from exc
+        if not raw or len(raw) > 64:
+            raise InvalidRequest("block id must decode to 1..64 bytes")
+        return raw.hex()
+
+    def block_writer(self, upload_id: int, block_id: str) -> BlockWriter:
+        folder = self._require(upload_id)
+        return BlockWriter(folder / "blocks" / self.block_name(block_id))
+
+    def commit_blocks(self, upload_id: int, block_ids: list[str]) -> int:
+        """Concatenate the listed blocks in list order into `data`; unlisted blocks are dropped."""
+        folder = self._require(upload_id)
+        paths = []
+        for bid in block_ids:
+            p = folder / "blocks" / self.block_name(bid)
+            if not p.is_file():
+                raise InvalidRequest(f"block {bid} was never uploaded")
+            paths.append(p)
+        tmp = folder / "data.assembling"
+        offset = 0
+        with open(tmp, "wb") as out:
+            for p in paths:
+                with open(p, "rb") as src:
+                    size = os.fstat(src.fileno()).st_size
+                    copied = 0
+                    while copied < size:
+                        # copy_file_range stays in the kernel (and may reflink): no user-space copy.
+                        n = os.copy_file_range(src.fileno(), out.fileno(), size - copied, copied, offset + copied)
+                        if n == 0:
+                            raise OSError(f"short copy from block {p.name}")
+                        copied += n
+                offset += size
+        with self._lock:
+            os.replace(tmp, folder / "data")
+            (folder / "ranges").write_text(f"0 {offset}\n" if offset else "")
+        shutil.rmtree(folder / "blocks", ignore_errors=True)
+        (folder / "blocks").mkdir()
+        return offset
+
+    def finalize(self, upload_id: int, size: int) -> tuple[Path, str]:
+        """Prove the upload is exactly `size` bytes with no holes; return the data file and its SHA-256."""
+        folder = self._require(upload_id)
+        check_complete(self.ranges(upload_id), size)
+        data = folder / "data"
+        if size == 0:
+            data.touch()
+        if data.stat().st_size != size:
+            raise InvalidRequest(f"staged file has {data.stat().st_size} bytes, expected {size}")
+        digest = hashlib.sha256()
+        with open(data, "rb") as fh:
+            while chunk := fh.read(_HASH_BLOCK):
+                digest.update(chunk)
+        return data, digest.hexdigest()
+
+    def discard(self, upload_id: int) -> None:
+        shutil.rmtree(self.folder(upload_id), ignore_errors=True)
+
+    def upload_ids(self) -> list[int]:
+        return [int(p.name) for p in self.root.iterdir() if p.is_dir() and p.name.isdigit()]
+
+    def clear_all(self) -> None:
+        for p in self.root.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
