@@ -90,7 +90,8 @@ async def put(request: Request) -> Response:
         return Response(status_code=201, headers={**headers, "x-ms-request-server-encrypted": "false"})
     if comp == "blocklist":
         ids = _parse_block_list(await _small_body(request))
-        await run_in_threadpool(svc.staging.commit_blocks, upload_id, ids)
+        size = await run_in_threadpool(svc.staging.commit_blocks, upload_id, ids)
+        log.info("upload %d: put block list of %d blocks, %d bytes", upload_id, len(ids), size)
         return Response(status_code=201, headers=headers)
     if comp is not None:
         raise InvalidRequest(f"unsupported comp={comp}")

@@ -1,0 +1,142 @@
+"""Test harness: a real runcache server process and the real @actions/cache client driven through Node."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from runcache.auth.tokens import TokenIssuer
+from runcache.config import Settings
+from runcache.core.scopes import build_scopes
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIR = ROOT / "tests" / "node"
+RUNCACHE = [sys.executable, "-m", "runcache.cli"]
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 20) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [*RUNCACHE, "serve", "--data-dir", str(self.data_dir), "--port", "0", *self.extra_args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.time() + timeout
+        first = self.proc.stdout.readline().decode()
+        if "serving on" not in first:
+            self.stop()
+            raise RuntimeError(f"server did not start: {first!r}; log {self.log_path.read_text()}")
+        self.url = first.split("serving on", 1)[1].strip().rstrip("/")
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def token(
+        self,
+        repo: str = "octo/app",
+        ref: str = "refs/heads/main",
+        *,
+        default_branch: str = "main",
+        base_ref: str | None = None,
+        mode: str = "write",
+        ttl: int = 3600,
+    ) -> str:
+        settings = Settings.from_env({}, data_dir=self.data_dir)
+        scopes = build_scopes(ref, default_branch=default_branch, base_ref=base_ref, mode=mode)
+        return TokenIssuer(settings.derived_key("tokens")).issue(repository=repo, scopes=scopes, ttl_seconds=ttl)
+
+
+@dataclass
+class ClientRun:
+    result: dict
+    output: str
+    returncode: int
+
+
+def run_client(
+    server: Server,
+    protocol: str,
+    command: str,
+    *,
+    workspace: Path,
+    token: str,
+    ref: str = "refs/heads/main",
+    paths: list[str],
+    key: str,
+    restore_keys: list[str] | None = None,
+    lookup_only: bool = False,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 600,
+    background: bool = False,
+) -> ClientRun | subprocess.Popen:
+    """Run the real @actions/cache in Node with a runner-like environment."""
+    temp = workspace.parent / f"{workspace.name}-runner-temp"
+    temp.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "GITHUB_WORKSPACE": str(workspace),
+        "RUNNER_TEMP": str(temp),
+        "GITHUB_REF": ref,
+        "ACTIONS_RUNTIME_TOKEN": token,
+        "GITHUB_SERVER_URL": "https://github.com",
+    }
+    if protocol == "v1":
+        env["ACTIONS_CACHE_URL"] = server.url + "/"
+    else:
+        env["ACTIONS_RESULTS_URL"] = server.url + "/"
+        env["ACTIONS_CACHE_SERVICE_V2"] = "true"
+    env.update(extra_env or {})
+    opts = {"paths": paths, "key": key, "restoreKeys": restore_keys or [], "lookupOnly": lookup_only}
+    argv = ["node", str(NODE_DIR / "cache-client.mjs"), command, json.dumps(opts)]
+    if background:
+        return subprocess.Popen(argv, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.run(argv, cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        raise AssertionError(f"client printed no result (rc={proc.returncode}):\n{output}")
+    return ClientRun(json.loads(lines[-1][len("RESULT ") :]), output, proc.returncode)
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "@actions" / "cache").is_dir()
