@@ -41,4 +41,6 @@ class Entry(Base):
         UniqueConstraint("repository", "scope", "key_folded", "version", name="uq_entry_identity"),
         Index("ix_entry_lookup", "repository", "version", "key_folded"),
         Index("ix_entry_state_reserved", "state", "reserved_at"),
+        # Ids are never reused: a stale signed URL or upload id must not reach a newer entry.
+        {"sqlite_autoincrement": True},
     )
