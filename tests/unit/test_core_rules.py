@@ -154,9 +154,9 @@ def test_cache_mode_lattice(mode: str, readable: list[str], writable: str | None
 
 def test_denials_use_client_prefixes() -> None:
     ident = Identity("o/r", ())
-    with pytest.raises(ReadDenied, match="^cache read denied:"):
+    with pytest.raises(ReadDenied, match=r"^cache read denied:"):
         ident.require_read()
-    with pytest.raises(WriteDenied, match="^cache write denied:"):
+    with pytest.raises(WriteDenied, match=r"^cache write denied:"):
         ident.require_write()
 
 
