@@ -319,11 +319,8 @@ _MISSING = object()
 
 def _lookup(obj: Mapping[Any, Any], key: str) -> Any:
     """Property lookup: case-insensitive, except for :class:`CaseSensitiveDict`."""
-    try:
-        if key in obj:
-            return obj[key]
-    except TypeError:
-        pass
+    if key in obj:
+        return obj[key]
     if isinstance(obj, CaseSensitiveDict):
         return _MISSING
     folded = _fold(key)
@@ -966,6 +963,8 @@ class _Evaluator:
                 return _to_json(values[0])
             except ValueError as exc:
                 self.fail(str(exc), node)
+            except RecursionError:
+                self.fail("toJSON: the value is nested too deeply", node)
         if name == "fromjson":
             text = _to_string(values[0])
             if not text.strip():
@@ -1082,17 +1081,17 @@ def _read_placeholder(fmt: str, start: int) -> tuple[int, str, int] | None:
 # --------------------------------------------------------------------------- templates
 
 
-def _split_template(template: str) -> list[str | tuple[str, int]]:
-    """Split ``text ${{ expr }} text`` into literal strings and (expression, offset) pairs."""
-    segments: list[str | tuple[str, int]] = []
+def _split_template(template: str) -> list[tuple[bool, str]]:
+    """Split ``text ${{ expr }} text`` into ``(is_expression, text)`` segments."""
+    segments: list[tuple[bool, str]] = []
     i, n = 0, len(template)
     while i < n:
         start = template.find("${{", i)
         if start < 0:
-            segments.append(template[i:])
+            segments.append((False, template[i:]))
             break
         if start > i:
-            segments.append(template[i:start])
+            segments.append((False, template[i:start]))
         # Find the closing }} outside of string literals.
         in_string = False
         end = -1
@@ -1121,7 +1120,7 @@ def _split_template(template: str) -> list[str | tuple[str, int]]:
                 expression=template,
                 position=_position(template, start),
             )
-        segments.append((raw.strip(), start))
+        segments.append((True, raw.strip()))
         i = end + 1
     return segments
 
@@ -1137,19 +1136,19 @@ def _template_expression(
     if "${{" not in template:
         return None
     segments = _split_template(template)
-    for segment in segments:
-        if isinstance(segment, tuple):
-            _parse(segment[0], contexts, functions)  # report syntax errors against the segment
-    if len(segments) == 1 and isinstance(segments[0], tuple):
-        return segments[0][0]
+    for is_expression, text in segments:
+        if is_expression:
+            _parse(text, contexts, functions)  # report syntax errors against the segment itself
+    if len(segments) == 1 and segments[0][0]:
+        return segments[0][1]
     fmt: list[str] = []
     args: list[str] = []
-    for segment in segments:
-        if isinstance(segment, str):
-            fmt.append(segment.replace("'", "''").replace("{", "{{").replace("}", "}}"))
-        else:
+    for is_expression, text in segments:
+        if is_expression:
             fmt.append("{" + str(len(args)) + "}")
-            args.append(segment[0])
+            args.append(text)
+        else:
+            fmt.append(text.replace("'", "''").replace("{", "{{").replace("}", "}}"))
     return "format('" + "".join(fmt) + "'" + "".join(", " + arg for arg in args) + ")"
 
 
