@@ -115,11 +115,12 @@ class MetadataStore:
         except IntegrityError:
             with self._session() as s:
                 existing = s.scalars(select(Entry).where(*identity)).first()
+            taken = existing.key if existing is not None else key
             if existing is not None and existing.state == UPLOADING:
                 raise AlreadyExists(
-                    f"Cache is being created by another job. Scope: {scope}, Key: {key}, Version: {version}"
+                    f"Cache is being created by another job. Scope: {scope}, Key: {taken}, Version: {version}"
                 ) from None
-            raise AlreadyExists(f"Cache already exists. Scope: {scope}, Key: {key}, Version: {version}") from None
+            raise AlreadyExists(f"Cache already exists. Scope: {scope}, Key: {taken}, Version: {version}") from None
         return _info(entry)
 
     def get(self, entry_id: int) -> EntryInfo | None:

@@ -1,0 +1,96 @@
+"""CacheService over real SQLite and disk stores, without HTTP."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from runcache.core.errors import AlreadyExists, IncompleteUpload, WriteDenied
+from runcache.core.scopes import Identity, build_scopes
+from runcache.service import CacheService
+from runcache.store.disk import DiskBlobStore
+from runcache.store.metadata import MetadataStore
+from runcache.store.staging import Staging
+
+V = "f" * 64
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> CacheService:
+    return CacheService(
+        MetadataStore(f"sqlite:///{tmp_path / 'm.db'}"),
+        DiskBlobStore(tmp_path / "blobs"),
+        Staging(tmp_path / "uploads"),
+        node_id="n1",
+        reservation_ttl=3600,
+    )
+
+
+def ident(ref: str = "refs/heads/main", mode: str = "write") -> Identity:
+    return Identity("o/r", build_scopes(ref, default_branch="main", mode=mode))
+
+
+def save(svc: CacheService, key: str, data: bytes, who: Identity | None = None) -> int:
+    who = who or ident()
+    entry = svc.reserve(who, key, V, len(data))
+    w = svc.staging.range_writer(entry.id, 0, len(data))
+    w.write(data)
+    w.finish()
+    return svc.commit(entry, len(data)).id
+
+
+def test_lookup_hit_updates_last_access(svc: CacheService) -> None:
+    eid = save(svc, "k", b"abc")
+    before = svc.metadata.get(eid)
+    assert before is not None
+    time.sleep(0.01)
+    hit = svc.lookup(ident(), ["k"], V)
+    assert hit is not None and hit.exact and hit.entry.last_accessed_at > before.last_accessed_at
+    assert hit.entry.created_at == before.created_at
+
+
+def test_commit_records_sha256_and_size(svc: CacheService) -> None:
+    eid = save(svc, "k", b"hello")
+    e = svc.metadata.get(eid)
+    assert e and e.size == 5 and e.sha256 == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+
+def test_incomplete_upload_is_not_committed_and_stays_invisible(svc: CacheService) -> None:
+    entry = svc.reserve(ident(), "k", V, 10)
+    w = svc.staging.range_writer(entry.id, 0, 4)
+    w.write(b"1234")
+    w.finish()
+    with pytest.raises(IncompleteUpload):
+        svc.commit(entry, 10)
+    assert svc.lookup(ident(), ["k"], V) is None
+
+
+def test_writes_only_to_own_scope_and_immutable(svc: CacheService) -> None:
+    save(svc, "k", b"main")
+    with pytest.raises(AlreadyExists, match=r"Cache already exists\. Scope: refs/heads/main, Key: k,"):
+        svc.reserve(ident(), "K", V, 1)
+    feature = ident("refs/heads/feature")
+    save(svc, "k", b"feature", feature)  # same key, other scope: a separate entry
+    assert svc.lookup(feature, ["k"], V).entry.scope == "refs/heads/feature"  # type: ignore[union-attr]
+    with pytest.raises(WriteDenied):
+        svc.reserve(ident(mode="read"), "x", V, 1)
+
+
+def test_missing_blob_is_a_miss(svc: CacheService) -> None:
+    eid = save(svc, "k", b"abc")
+    svc.blobs.delete(str(eid))
+    assert svc.lookup(ident(), ["k"], V) is None
+
+
+def test_recover_drops_dead_uploads_and_orphan_blobs(svc: CacheService, tmp_path: Path) -> None:
+    kept = save(svc, "kept", b"abc")
+    dead = svc.reserve(ident(), "dead", V, 3)
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(b"zzz")
+    svc.blobs.put_file("999", orphan, size=3, sha256="")
+    svc.recover()
+    assert svc.metadata.get(dead.id) is None and not svc.staging.exists(dead.id)
+    assert not svc.blobs.contains("999") and svc.blobs.contains(str(kept))
+    assert svc.reserve(ident(), "dead", V, 3).id != dead.id
