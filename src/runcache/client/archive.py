@@ -1,0 +1,142 @@
+"""Cache archives exactly as @actions/cache writes them: GNU tar --posix, paths relative to the workspace,
+zstd when a `zstd` binary is on PATH and gzip otherwise (the rule that also picks the cache version)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from runcache.core.version import GZIP, ZSTD
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+# zstd's default decoder limit (what `unzstd` in the client accepts): larger windows are refused.
+MAX_WINDOW = 1 << 27
+READ_SIZE = 1024 * 1024
+
+
+class ArchiveError(Exception):
+    pass
+
+
+def compression_method() -> str:
+    return ZSTD if shutil.which("zstd") else GZIP
+
+
+def _tar() -> str:
+    tar = shutil.which("gtar") or shutil.which("tar")
+    if not tar:
+        raise ArchiveError("GNU tar is required to create cache archives")
+    return tar
+
+
+def create_archive(workspace: Path, members: list[str], compression: str) -> Iterator[bytes]:
+    """Stream the compressed archive of `members` (paths relative to `workspace`) without a temp file.
+
+    GNU tar writes the tar stream exactly as the action's `tar --posix -cf - -P -C <ws> --files-from`
+    does; compression runs on zstd's own worker threads (threads=-1) so it keeps up with tar and the upload.
+    """
+    with tempfile.TemporaryDirectory(prefix="runcache-manifest-") as tmp:
+        manifest = Path(tmp) / "manifest.txt"
+        manifest.write_text("\n".join(members))
+        proc = subprocess.Popen(
+            [_tar(), "--posix", "-cf", "-", "-P", "-C", str(workspace), "--files-from", str(manifest)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        try:
+            if compression == ZSTD:
+                cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+                yield from cctx.read_to_iter(proc.stdout, read_size=READ_SIZE, write_size=READ_SIZE)
+            else:
+                yield from _gzip_iter(proc.stdout)
+        finally:
+            proc.stdout.close()
+            stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            rc = proc.wait()
+        if rc not in (0, 1):  # 1: "file changed as we read it", which GNU tar reports as a warning
+            raise ArchiveError(f"tar failed with exit code {rc}: {stderr.strip()}")
+
+
+def _gzip_iter(src: BinaryIO) -> Iterator[bytes]:
+    comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+    while block := src.read(READ_SIZE):
+        out = comp.compress(block)
+        if out:
+            yield out
+    yield comp.flush()
+
+
+def rechunk(stream: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Fixed-size chunks (the last may be short) out of arbitrarily sized pieces."""
+    buf = bytearray()
+    for piece in stream:
+        buf += piece
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
+
+
+class IterReader:
+    """A read()-able file over an iterator of bytes, for the decompressors' stream readers."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._buf = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= len(self._buf):
+            self._buf = next(self._it, b"")
+            self._pos = 0
+        if n < 0:
+            rest = [self._buf[self._pos :], *self._it]
+            self._buf, self._pos = b"", 0
+            return b"".join(rest)
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += len(out)
+        return out
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def peek(self, n: int) -> bytes:
+        while len(self._buf) - self._pos < n:
+            more = next(self._it, b"")
+            if not more:
+                break
+            self._buf = self._buf[self._pos :] + more
+            self._pos = 0
+        return self._buf[self._pos : self._pos + n]
+
+
+def open_decompressed(raw: IterReader) -> BinaryIO:
+    """The tar stream inside a downloaded archive, decided by its magic bytes, with a bounded zstd window."""
+    head = raw.peek(4)
+    if head.startswith(ZSTD_MAGIC):
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        return dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[return-value]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
+    raise ArchiveError("archive is neither zstd nor gzip compressed")
+
+
+def is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

@@ -1,0 +1,173 @@
+"""`save` and `restore` with actions/cache semantics: the logic behind the CLI commands."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from runcache.client.archive import (
+    ArchiveError,
+    IterReader,
+    compression_method,
+    create_archive,
+    open_decompressed,
+    rechunk,
+)
+from runcache.client.extract import CorruptArchiveError, ExtractLimits, UnsafeArchiveError, extract_tar_stream
+from runcache.client.paths import resolve_cache_paths, restore_roots
+from runcache.client.transfer import CHUNK_SIZE, CacheClient, CacheServiceError
+from runcache.core.errors import InvalidRequest
+from runcache.core.keys import fold, validate_key, validate_lookup_keys
+from runcache.core.version import cache_version
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class RestoreResult:
+    primary_key: str
+    matched_key: str = ""
+    cache_hit: str = ""  # "true" exact hit, "false" restore-key/prefix hit, "" miss: the action's outputs
+    restored: bool = False
+    bytes: int = 0
+    seconds: float = 0.0
+    warning: str = ""
+    unsafe: bool = False
+
+    def outputs(self) -> dict[str, str]:
+        out = {"cache-hit": self.cache_hit, "cache-primary-key": self.primary_key}
+        if self.matched_key:
+            out["cache-matched-key"] = self.matched_key
+        return out
+
+    def as_json(self) -> dict[str, object]:
+        return {**asdict(self), "outputs": self.outputs()}
+
+
+@dataclass
+class SaveResult:
+    key: str
+    saved: bool = False
+    bytes: int = 0
+    seconds: float = 0.0
+    warning: str = ""
+    paths: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def path_lines(values: list[str]) -> list[str]:
+    """The action's `path` input: one path per line, trimmed, blanks dropped, `! x` written `!x`."""
+    lines: list[str] = []
+    for value in values:
+        for line in value.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("!"):
+                line = "!" + line[1:].lstrip()
+            lines.append(line)
+    if not lines:
+        raise InvalidRequest("Input required and not supplied: path")
+    return lines
+
+
+def key_lines(values: list[str]) -> list[str]:
+    return [line.strip() for v in values for line in v.splitlines() if line.strip()]
+
+
+def restore(
+    client: CacheClient,
+    *,
+    paths: list[str],
+    key: str,
+    restore_keys: list[str],
+    workspace: Path,
+    lookup_only: bool = False,
+    cross_os: bool = False,
+    limits: ExtractLimits | None = None,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    started = time.monotonic()
+    lines = path_lines(paths)
+    keys = validate_lookup_keys([key, *restore_keys])
+    result = RestoreResult(primary_key=key)
+    version = cache_version(lines, compression_method(), windows=os.name == "nt", cross_os=cross_os)
+    try:
+        hit = client.lookup(keys, version)
+        if hit is None:
+            return result
+        result.matched_key = hit.key
+        exact = fold(hit.key) == fold(key)
+        if lookup_only:
+            result.cache_hit = "true" if exact else "false"
+            return result
+        download = client.open_download(hit.url)
+        counted = _counting(download, progress)
+        tar_stream = open_decompressed(IterReader(counted))
+        report = extract_tar_stream(
+            tar_stream,
+            workspace=workspace,
+            allowed_roots=restore_roots(lines, workspace),
+            limits=limits or ExtractLimits(),
+            before_commit=download.verify,
+        )
+        result.bytes = download.received
+        result.restored = True
+        result.cache_hit = "true" if exact else "false"
+        del report
+    except (UnsafeArchiveError, CorruptArchiveError) as exc:
+        result.matched_key = ""
+        result.unsafe = isinstance(exc, UnsafeArchiveError)
+        result.warning = f"Failed to restore: {exc}"
+    except (CacheServiceError, ArchiveError, OSError) as exc:
+        result.matched_key = ""
+        result.warning = f"Failed to restore: {exc}"
+    finally:
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def _counting(download, progress: Progress | None):
+    for chunk in download:
+        if progress:
+            progress(len(chunk))
+        yield chunk
+
+
+def save(
+    client: CacheClient,
+    *,
+    paths: list[str],
+    key: str,
+    workspace: Path,
+    cross_os: bool = False,
+    progress: Progress | None = None,
+) -> SaveResult:
+    started = time.monotonic()
+    lines = path_lines(paths)
+    validate_key(key)
+    result = SaveResult(key=key)
+    members = resolve_cache_paths(lines, workspace)
+    result.paths = members
+    if not members:
+        result.warning = (
+            "Path Validation Error: Path(s) specified in the action for caching do(es) not exist, "
+            "hence no cache is being saved."
+        )
+        return result
+    compression = compression_method()
+    version = cache_version(lines, compression, windows=os.name == "nt", cross_os=cross_os)
+    try:
+        stream = rechunk(create_archive(workspace, members, compression), CHUNK_SIZE)
+        result.bytes = client.save(key, version, stream, progress)
+        result.saved = True
+    except (CacheServiceError, ArchiveError, OSError) as exc:
+        result.warning = f"Failed to save: {exc}"
+    finally:
+        result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,332 @@
+"""Talking to a cache service over GitHub's protocols (v1 REST or v2 twirp + blob URLs), streaming both ways."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+READ_DENIED = "cache read denied:"
+WRITE_DENIED = "cache write denied:"
+TWIRP = "twirp/github.actions.results.api.v1.CacheService/"
+V1_ACCEPT = "application/json;api-version=6.0-preview.1"
+CHUNK_SIZE = 32 * 1024 * 1024
+UPLOAD_CONCURRENCY = 4
+
+
+class CacheServiceError(Exception):
+    """The service failed or answered something unusable; the action treats these as warnings."""
+
+
+class ReadDeniedError(CacheServiceError):
+    pass
+
+
+class WriteDeniedError(CacheServiceError):
+    pass
+
+
+class ReserveConflictError(CacheServiceError):
+    """Another job saved or is saving the same key and version."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    key: str
+    url: str
+
+
+@dataclass
+class Download:
+    """An open archive download: iterate `chunks`, then `sha256`/`received` describe what arrived."""
+
+    size: int | None
+    expected_sha256: str | None
+    chunks: Iterator[bytes]
+    received: int = 0
+
+    def __post_init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self._digest.update(chunk)
+            self.received += len(chunk)
+            yield chunk
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def verify(self) -> None:
+        """The archive must be whole and, when the server recorded one, match its SHA-256."""
+        if self.size is not None and self.received != self.size:
+            raise CacheServiceError(
+                f"Incomplete download. Expected file size: {self.size}, actual file size: {self.received}"
+            )
+        if self.expected_sha256 and self.sha256 != self.expected_sha256:
+            raise CacheServiceError(f"archive SHA-256 {self.sha256} does not match the entry's {self.expected_sha256}")
+
+
+class CacheClient:
+    def __init__(self, base_url: str, token: str, protocol: str = "v2", *, timeout: float = 60.0) -> None:
+        if protocol not in ("v1", "v2"):
+            raise ValueError(f"protocol must be v1 or v2, got {protocol!r}")
+        self.base = base_url if base_url.endswith("/") else base_url + "/"
+        self.protocol = protocol
+        limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=limits,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "runcache"},
+        )
+        # Blob URLs carry their own signature: no Authorization header goes there.
+        self._blob = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, headers={"User-Agent": "runcache"}
+        )
+
+    def close(self) -> None:
+        self._http.close()
+        self._blob.close()
+
+    def __enter__(self) -> CacheClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- protocol calls -------------------------------------------------------------------------
+    def _twirp(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            r = self._http.post(self.base + TWIRP + method, json=body)
+        except httpx.HTTPError as exc:
+            raise CacheServiceError(f"cache service unreachable at {self.base}: {exc}") from exc
+        try:
+            data = r.json()
+        except ValueError:
+            raise CacheServiceError(f"{method}: cache service answered {r.status_code} with a non-JSON body") from None
+        if r.status_code != 200:
+            msg = data.get("msg", "") if isinstance(data, dict) else ""
+            if READ_DENIED in msg:
+                raise ReadDeniedError(msg)
+            raise CacheServiceError(f"Failed to {method}: {r.status_code} {msg}".rstrip())
+        return data
+
+    def _v1(self, method: str, resource: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Accept": V1_ACCEPT, **kwargs.pop("headers", {})}
+        try:
+            return self._http.request(method, self.base + "_apis/artifactcache/" + resource, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CacheServiceError(f"cache service unreachable at {self.base}: {exc}") from exc
+
+    @staticmethod
+    def _v1_message(r: httpx.Response) -> str:
+        try:
+            return str(r.json().get("message", ""))
+        except ValueError:
+            return r.text[:200]
+
+    def lookup(self, keys: list[str], version: str) -> Hit | None:
+        if self.protocol == "v2":
+            data = self._twirp(
+                "GetCacheEntryDownloadURL", {"key": keys[0], "restore_keys": keys[1:], "version": version}
+            )
+            if not data.get("ok"):
+                return None
+            return Hit(
+                data.get("matched_key") or data.get("matchedKey") or "",
+                data.get("signed_download_url") or data.get("signedDownloadUrl") or "",
+            )
+        r = self._v1("GET", f"cache?keys={quote(','.join(keys), safe='')}&version={quote(version, safe='')}")
+        if r.status_code == 204:
+            return None
+        if r.status_code != 200:
+            msg = self._v1_message(r)
+            if READ_DENIED in msg:
+                raise ReadDeniedError(msg)
+            raise CacheServiceError(f"Cache service responded with {r.status_code}: {msg}".rstrip(": "))
+        data = r.json()
+        if not data.get("archiveLocation"):
+            raise CacheServiceError("Cache not found.")
+        return Hit(data.get("cacheKey", ""), data["archiveLocation"])
+
+    def open_download(self, url: str) -> Download:
+        request = self._blob.build_request("GET", url)
+        try:
+            response = self._blob.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise CacheServiceError(f"archive download failed: {exc}") from exc
+        if response.status_code != 200:
+            response.close()
+            raise CacheServiceError(f"archive download answered {response.status_code}")
+        length = response.headers.get("content-length")
+        return Download(
+            int(length) if length and length.isdigit() else None,
+            response.headers.get("x-ms-meta-sha256"),
+            _prefetch(response),
+        )
+
+    def save(
+        self, key: str, version: str, chunks: Iterable[bytes], progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Reserve, stream `chunks` (each at most CHUNK_SIZE) up in parallel, commit; returns the size."""
+        if self.protocol == "v2":
+            return self._save_v2(key, version, chunks, progress)
+        return self._save_v1(key, version, chunks, progress)
+
+    def _save_v1(self, key: str, version: str, chunks: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
+        r = self._v1("POST", "caches", json={"key": key, "version": version})
+        if r.status_code == 409:
+            raise ReserveConflictError(
+                f"Unable to reserve cache with key {key}, another job may be creating this "
+                f"cache. More details: {self._v1_message(r)}"
+            )
+        if r.status_code >= 300 or not r.json().get("cacheId"):
+            msg = self._v1_message(r)
+            if msg.startswith(WRITE_DENIED):
+                raise WriteDeniedError(f"Unable to reserve cache with key {key}. More details: {msg}")
+            raise CacheServiceError(f"Unable to reserve cache with key {key}: {r.status_code} {msg}")
+        cache_id = r.json()["cacheId"]
+
+        def put(offset: int, data: bytes) -> None:
+            resp = self._v1(
+                "PATCH",
+                f"caches/{cache_id}",
+                content=data,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/*",
+                },
+            )
+            if resp.status_code >= 300:
+                raise CacheServiceError(f"chunk upload failed: {resp.status_code} {self._v1_message(resp)}")
+
+        size = _parallel_upload(chunks, put, progress)
+        r = self._v1("POST", f"caches/{cache_id}", json={"size": size})
+        if r.status_code >= 300:
+            raise CacheServiceError(f"commit failed: {r.status_code} {self._v1_message(r)}")
+        return size
+
+    def _save_v2(self, key: str, version: str, chunks: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
+        data = self._twirp("CreateCacheEntry", {"key": key, "version": version})
+        if not data.get("ok"):
+            msg = data.get("message", "")
+            if msg.startswith(WRITE_DENIED):
+                raise WriteDeniedError(f"Unable to reserve cache with key {key}. More details: {msg}")
+            raise ReserveConflictError(
+                f"Unable to reserve cache with key {key}, another job may be creating this cache. {msg}".rstrip()
+            )
+        url = data.get("signed_upload_url") or data.get("signedUploadUrl")
+        iterator = iter(chunks)
+        first = next(iterator, b"")
+        second = next(iterator, None)
+        if second is None:
+            # One chunk: a single Put Blob, as the Azure SDK does for small files.
+            self._blob_put(url, first, {"x-ms-blob-type": "BlockBlob"})
+            size = len(first)
+            if progress:
+                progress(size)
+        else:
+            prefix = uuid.uuid4().hex
+            block_ids: list[str] = []
+
+            def put(offset: int, body: bytes) -> None:
+                index = offset // CHUNK_SIZE
+                block_id = base64.b64encode(f"{prefix}{index:012d}".encode()).decode()
+                self._blob_put(f"{url}&comp=block&blockid={quote(block_id, safe='')}", body, {})
+
+            def all_chunks() -> Iterator[bytes]:
+                yield first
+                yield second
+                yield from iterator
+
+            size = _parallel_upload(all_chunks(), put, progress, expect_full_chunks=True)
+            count = (size + CHUNK_SIZE - 1) // CHUNK_SIZE
+            block_ids = [base64.b64encode(f"{prefix}{i:012d}".encode()).decode() for i in range(count)]
+            xml = (
+                '<?xml version="1.0" encoding="utf-8"?><BlockList>'
+                + "".join(f"<Latest>{b}</Latest>" for b in block_ids)
+                + "</BlockList>"
+            )
+            self._blob_put(f"{url}&comp=blocklist", xml.encode(), {"Content-Type": "application/xml"})
+        fin = self._twirp("FinalizeCacheEntryUpload", {"key": key, "version": version, "size_bytes": str(size)})
+        if not fin.get("ok"):
+            raise CacheServiceError(f"Unable to finalize cache with key {key}: {fin.get('message', '')}")
+        return size
+
+    def _blob_put(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            r = self._blob.put(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise CacheServiceError(f"blob upload failed: {exc}") from exc
+        if r.status_code >= 300:
+            raise CacheServiceError(f"blob upload answered {r.status_code}: {r.text[:300]}")
+
+
+def _parallel_upload(
+    chunks: Iterable[bytes],
+    put: Callable[[int, bytes], None],
+    progress: Callable[[int], None] | None,
+    expect_full_chunks: bool = False,
+) -> int:
+    """Upload chunks at their offsets with a bounded number in flight, while the producer keeps producing."""
+    offset = 0
+    pending: set[Future[None]] = set()
+    with ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="upload") as pool:
+        try:
+            for chunk in chunks:
+                if expect_full_chunks and offset % CHUNK_SIZE:
+                    raise CacheServiceError("internal error: a short chunk was not the last one")
+                if len(pending) >= UPLOAD_CONCURRENCY:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()
+                fut = pool.submit(put, offset, chunk)
+                if progress:
+                    n = len(chunk)
+                    fut.add_done_callback(lambda f, n=n: f.exception() is None and progress(n))
+                pending.add(fut)
+                offset += len(chunk)
+            for f in pending:
+                f.result()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+    return offset
+
+
+_END = object()
+
+
+def _prefetch(response: httpx.Response, depth: int = 64) -> Iterator[bytes]:
+    """Read the download on its own thread so the network keeps flowing while the consumer extracts."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+
+    def pump() -> None:
+        try:
+            for chunk in response.iter_raw(1024 * 1024):
+                q.put(chunk)
+            q.put(_END)
+        except BaseException as exc:  # delivered to the consumer, which re-raises
+            q.put(exc)
+        finally:
+            response.close()
+
+    threading.Thread(target=pump, name="download", daemon=True).start()
+    while True:
+        item = q.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise CacheServiceError(f"archive download failed: {item}") from item
+        yield item  # type: ignore[misc]
