@@ -28,6 +28,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         github_jwks_file=args.github_jwks_file,
         github_issuer=args.github_issuer,
         results_upstream=args.results_upstream,
+        storage_limit_gb=args.storage_limit_gb,
+        retention_days=args.retention_days,
     )
     serve(settings, log_level=args.log_level)
     return 0
@@ -37,9 +39,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     from runcache.auth.tokens import TokenIssuer
     from runcache.core.scopes import build_scopes
 
+    if args.admin or args.org or args.site:
+        from runcache.manage import cmd_admin_token
+
+        return cmd_admin_token(args)
+    if not args.repo or not args.ref:
+        raise ValueError("a job token needs --repo and --ref (or use --admin for a management token)")
     settings = Settings.from_env(data_dir=args.data_dir)
     scopes = build_scopes(args.ref, default_branch=args.default_branch, base_ref=args.base_ref, mode=args.mode)
-    token = TokenIssuer(settings.derived_key("tokens")).issue(repository=args.repo, scopes=scopes, ttl_seconds=args.ttl)
+    token = TokenIssuer(settings.derived_key("tokens")).issue(
+        repository=args.repo, scopes=scopes, ttl_seconds=args.ttl or 6 * 3600
+    )
     print(token)
     return 0
 
@@ -170,12 +180,14 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 
 def cmd_hash_files(args: argparse.Namespace) -> int:
-    import os
+    from runcache.client.hashfiles import HashFilesError, hash_files
 
-    from runcache.client.hashfiles import hash_files
-
-    workspace = args.workspace or Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd())
-    print(hash_files(args.patterns, workspace, follow_symbolic_links=args.follow_symbolic_links))
+    try:
+        print(hash_files(args.patterns, args.workspace, follow_symbolic_links=args.follow_symbolic_links))
+    except HashFilesError as exc:
+        # Where the runner would fail the step instead of returning a value.
+        print(f"runcache: hashFiles failed: {exc}", file=sys.stderr)
+        return EXIT_MISS
     return EXIT_OK
 
 
@@ -195,13 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--github-jwks-file", help="also accept GitHub runtime tokens verified against this JWKS file")
     p.add_argument("--github-issuer", help="required issuer of GitHub runtime tokens")
     p.add_argument("--results-upstream", help="forward other /twirp/ services (artifacts) to this URL")
+    p.add_argument("--storage-limit-gb", type=int, help="default cache size limit per repository (default 10)")
+    p.add_argument("--retention-days", type=int, help="default days caches are kept after last use (default 7)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("token", help="issue a job token for the cache protocols")
+    p = sub.add_parser("token", help="issue a job token for the cache protocols, or a management token (--admin)")
     _server_flags(p)
-    p.add_argument("--repo", required=True, help="OWNER/NAME")
-    p.add_argument("--ref", required=True, help="the run's ref, e.g. refs/heads/feature or refs/pull/7/merge")
+    p.add_argument("--repo", help="OWNER/NAME")
+    p.add_argument("--ref", help="the run's ref, e.g. refs/heads/feature or refs/pull/7/merge")
     p.add_argument("--default-branch", default="main", help="readable fallback scope (default main)")
     p.add_argument("--base-ref", help="PR base branch, readable after the run's own ref")
     p.add_argument(
@@ -210,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["read", "write", "write-only", "none"],
         help="cache-mode lattice (default write)",
     )
-    p.add_argument("--ttl", type=int, default=6 * 3600, help="seconds the token stays valid (default 6 h)")
+    p.add_argument("--ttl", type=int, help="seconds the token stays valid (default 6 h; management tokens 30 days)")
+    from runcache.manage import add_admin_token_flags
+
+    add_admin_token_flags(p)
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("restore", help="restore a cache entry (actions/cache/restore semantics)")
@@ -229,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-symbolic-links", action="store_true", help="as hashFiles('--follow-symbolic-links', ...)")
     p.add_argument("--workspace", type=Path, help="default $GITHUB_WORKSPACE or the current directory")
     p.set_defaults(func=cmd_hash_files)
+
+    from runcache.manage import register
+
+    register(sub)
     return parser
 
 

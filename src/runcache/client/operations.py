@@ -112,7 +112,7 @@ def restore(
         report = extract_tar_stream(
             tar_stream,
             workspace=workspace,
-            allowed_roots=restore_roots(lines, workspace),
+            allowed_roots=restore_roots(lines),
             limits=limits or ExtractLimits(),
             before_commit=download.verify,
         )
