@@ -311,22 +311,37 @@ _END = object()
 def _prefetch(response: httpx.Response, depth: int = 64) -> Iterator[bytes]:
     """Read the download on its own thread so the network keeps flowing while the consumer extracts."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        # Bounded waits: a consumer that gave up (unsafe archive, error) must not strand this thread.
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def pump() -> None:
         try:
             for chunk in response.iter_raw(1024 * 1024):
-                q.put(chunk)
-            q.put(_END)
+                if not offer(chunk):
+                    return
+            offer(_END)
         except BaseException as exc:  # delivered to the consumer, which re-raises
-            q.put(exc)
+            offer(exc)
         finally:
             response.close()
 
     threading.Thread(target=pump, name="download", daemon=True).start()
-    while True:
-        item = q.get()
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise CacheServiceError(f"archive download failed: {item}") from item
-        yield item  # type: ignore[misc]
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise CacheServiceError(f"archive download failed: {item}") from item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
