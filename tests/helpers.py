@@ -84,6 +84,21 @@ class Server:
         scopes = build_scopes(ref, default_branch=default_branch, base_ref=base_ref, mode=mode)
         return TokenIssuer(settings.derived_key("tokens")).issue(repository=repo, scopes=scopes, ttl_seconds=ttl)
 
+    def admin_token(
+        self,
+        repo: str | None = "octo/app",
+        *,
+        org: str | None = None,
+        site: bool = False,
+        permission: str = "admin",
+        ttl: int = 3600,
+    ) -> str:
+        """A management token (REST API, CLI, web page) for one repository, an org (`org=`) or the site."""
+        settings = Settings.from_env({}, data_dir=self.data_dir)
+        return TokenIssuer(settings.derived_key("tokens")).issue_admin(
+            repository=None if (org or site) else repo, org=org, site=site, permission=permission, ttl_seconds=ttl
+        )
+
 
 @dataclass
 class ClientRun:

@@ -28,6 +28,9 @@ class Settings:
     github_issuer: str = ""
     github_audience: str = ""
     results_upstream: str = ""  # where unknown /twirp/ services are forwarded
+    storage_limit_gb: int = 10  # default per-repository cache size limit (GB of 1024^3 bytes)
+    retention_days: int = 7  # default days an entry is kept after its last access
+    janitor_interval: int = 60  # seconds between housekeeping passes (expired uploads, retention)
     node_id: str = field(default_factory=socket.gethostname)
 
     @classmethod

@@ -9,9 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from runcache.core.errors import InvalidRequest, NotFound
+from runcache.core.eviction import (
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_STORAGE_LIMIT_GB,
+    GB,
+    choose_expired,
+    choose_lru_evictions,
+)
 from runcache.core.keys import validate_key, validate_lookup_keys, validate_version
 from runcache.core.matching import find_match, lookup_prefixes
 from runcache.core.scopes import Identity
@@ -30,13 +37,23 @@ class LookupResult:
 
 class CacheService:
     def __init__(
-        self, metadata: MetadataStore, blobs: BlobStore, staging: Staging, *, node_id: str, reservation_ttl: int
+        self,
+        metadata: MetadataStore,
+        blobs: BlobStore,
+        staging: Staging,
+        *,
+        node_id: str,
+        reservation_ttl: int,
+        storage_limit_gb: int = DEFAULT_STORAGE_LIMIT_GB,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
         self.staging = staging
         self.node_id = node_id
         self.reservation_ttl = timedelta(seconds=reservation_ttl)
+        self.default_storage_limit_gb = storage_limit_gb
+        self.default_retention_days = retention_days
 
     # --- reads -------------------------------------------------------------------------------
     def lookup(self, identity: Identity, keys: Sequence[str], version: str) -> LookupResult | None:
@@ -133,7 +150,58 @@ class CacheService:
             raise
         self.staging.discard(entry.id)
         log.info("committed entry %s %s key=%s size=%d sha256=%s", entry.id, entry.scope, entry.key, size, sha256)
+        try:
+            self.enforce_storage_limit(entry.repository, keep=(entry.id,))
+        except Exception:  # the entry is saved; a failed eviction pass is retried by the next commit
+            log.exception("eviction after committing entry %s failed", entry.id)
         return committed
+
+    # --- limits and eviction -------------------------------------------------------------------
+    def limits(self, repository: str) -> tuple[int, int]:
+        """The repository's effective (storage limit in GB, retention in days)."""
+        size_gb, days = self.metadata.policy(repository)
+        return (
+            size_gb if size_gb is not None else self.default_storage_limit_gb,
+            days if days is not None else self.default_retention_days,
+        )
+
+    def delete_entries(self, ids: Sequence[int]) -> list[EntryInfo]:
+        """Delete committed entries and their blobs (the row first: a crash in between leaves an
+        orphan blob that recovery removes, never a row without its blob)."""
+        gone = self.metadata.delete_committed(ids)
+        for e in gone:
+            self.blobs.delete(str(e.id))
+        return gone
+
+    def enforce_storage_limit(self, repository: str, keep: Sequence[int] = ()) -> list[EntryInfo]:
+        """Evict least-recently-used entries until the repository is within its storage limit."""
+        limit_gb, _ = self.limits(repository)
+        if self.metadata.usage_totals(repository=repository)[1] <= limit_gb * GB:
+            return []  # the common case: one aggregate query, no rows fetched
+        chosen = choose_lru_evictions(self.metadata.usages(repository), limit_gb * GB, keep)
+        gone = self.delete_entries(chosen)
+        for e in gone:
+            log.info("evicted entry %s of %s (key=%s, %s bytes): over %d GB", e.id, repository, e.key, e.size, limit_gb)
+        return gone
+
+    def enforce_retention(self, now: datetime | None = None) -> list[EntryInfo]:
+        """Remove entries not accessed for longer than their repository's retention limit."""
+        now = now or utcnow()
+        overrides = self.metadata.retention_overrides()
+        shortest = min([self.default_retention_days, *overrides.values()])
+        stale = self.metadata.stale(now - timedelta(days=shortest))
+        folded = {e.repository: e.repository.lower() for e in stale}
+        days = {name: overrides.get(f, self.default_retention_days) for name, f in folded.items()}
+        gone = self.delete_entries(choose_expired(stale, now, days, self.default_retention_days))
+        for e in gone:
+            log.info(
+                "removed entry %s of %s (key=%s): unused for over %d days",
+                e.id,
+                e.repository,
+                e.key,
+                days[e.repository],
+            )
+        return gone
 
     # --- housekeeping --------------------------------------------------------------------------
     def recover(self) -> None:

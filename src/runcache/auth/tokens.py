@@ -7,11 +7,13 @@ import uuid
 
 import jwt
 
+from runcache.core.access import LEVEL_NAMES, LEVELS, Principal
 from runcache.core.errors import Unauthenticated
 from runcache.core.scopes import Identity, Scope, scopes_from_ac, scopes_to_ac
 
 ISSUER = "runcache"
 JOB_AUDIENCE = "runcache:cache"
+ADMIN_AUDIENCE = "runcache:admin"
 
 
 class TokenIssuer:
@@ -52,3 +54,71 @@ class TokenIssuer:
         return Identity(
             repository=claims["repository"], scopes=scopes_from_ac(claims.get("ac")), subject=str(claims.get("sub", ""))
         )
+
+    # --- management tokens ---------------------------------------------------------------------
+    def issue_admin(
+        self,
+        *,
+        repository: str | None = None,
+        org: str | None = None,
+        site: bool = False,
+        permission: str = "admin",
+        ttl_seconds: int = 30 * 86400,
+        subject: str = "admin",
+    ) -> str:
+        """A management token for one repository, one owner's repositories, or (site) all of them."""
+        if sum([repository is not None, org is not None, site]) != 1:
+            raise ValueError("a management token is for exactly one of a repository, an org, or the whole site")
+        if permission not in LEVELS:
+            raise ValueError(f"permission must be one of {', '.join(LEVELS)}, got {permission!r}")
+        if repository is not None and (repository.count("/") != 1 or "" in repository.split("/")):
+            raise ValueError(f"repository must look like OWNER/NAME, got {repository!r}")
+        if org is not None and (not org or "/" in org):
+            raise ValueError(f"org must be an owner name, got {org!r}")
+        now = int(time.time())
+        claims: dict[str, object] = {
+            "iss": ISSUER,
+            "aud": ADMIN_AUDIENCE,
+            "sub": subject,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + int(ttl_seconds),
+            "jti": uuid.uuid4().hex,
+            "perm": permission,
+        }
+        if repository is not None:
+            claims["repository"] = repository
+        elif org is not None:
+            claims["org"] = org
+        else:
+            claims["site"] = True
+        return jwt.encode(claims, self._key, algorithm="HS256")
+
+    def verify_admin(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=["HS256"],
+                audience=ADMIN_AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "perm"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from exc
+        level = LEVELS.get(claims["perm"])
+        repository, org, site = claims.get("repository"), claims.get("org"), claims.get("site") is True
+        if level is None or sum([isinstance(repository, str), isinstance(org, str), site]) != 1:
+            raise Unauthenticated("invalid token: malformed management claims")
+        return Principal(
+            "admin",
+            str(claims.get("sub", "")),
+            level,
+            repository=repository if isinstance(repository, str) else None,
+            org=org if isinstance(org, str) else None,
+            site=site,
+        )
+
+
+def permission_name(level: int) -> str:
+    return LEVEL_NAMES.get(level, "none")

@@ -19,7 +19,9 @@ from runcache.auth.github import GitHubTokenVerifier
 from runcache.auth.signing import UrlSigner
 from runcache.auth.tokens import TokenIssuer
 from runcache.config import Settings
-from runcache.server import blob, twirp, v1
+from runcache.core.eviction import validate_retention, validate_storage_limit
+from runcache.management import Management
+from runcache.server import blob, rest, twirp, v1, web
 from runcache.server.common import AppState
 from runcache.service import CacheService
 from runcache.store.disk import DiskBlobStore
@@ -31,6 +33,8 @@ JANITOR_INTERVAL = 60.0
 
 
 def build_service(settings: Settings) -> CacheService:
+    validate_storage_limit(settings.storage_limit_gb)  # a bad default fails at start, not at the first commit
+    validate_retention(settings.retention_days)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return CacheService(
         MetadataStore(settings.database),
@@ -38,6 +42,8 @@ def build_service(settings: Settings) -> CacheService:
         Staging(settings.data_dir / "uploads"),
         node_id=settings.node_id,
         reservation_ttl=settings.reservation_ttl,
+        storage_limit_gb=settings.storage_limit_gb,
+        retention_days=settings.retention_days,
     )
 
 
@@ -64,24 +70,34 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(service.recover)
-        task = asyncio.create_task(_janitor(service))
+        task = asyncio.create_task(_janitor(service, settings.janitor_interval))
         try:
             yield
         finally:
             task.cancel()
             service.metadata.close()
 
-    app = Starlette(routes=[Route("/healthz", health), *v1.routes, *twirp.routes, *blob.routes], lifespan=lifespan)
+    app = Starlette(
+        routes=[Route("/healthz", health), *v1.routes, *twirp.routes, *rest.routes, *web.routes, *blob.routes],
+        lifespan=lifespan,
+    )
     app.state.runcache = state
+    app.state.management = Management(service)
     return app
 
 
-async def _janitor(service: CacheService) -> None:
+async def _janitor(service: CacheService, interval: float = JANITOR_INTERVAL) -> None:
     while True:
-        await asyncio.sleep(JANITOR_INTERVAL)
+        await asyncio.sleep(interval)
         try:
             expired = await run_in_threadpool(service.expire_uploads)
             if expired:
                 log.info("expired %d abandoned uploads", expired)
         except Exception:
             log.exception("janitor pass failed")
+        try:
+            removed = await run_in_threadpool(service.enforce_retention)
+            if removed:
+                log.info("removed %d cache entries past their retention limit", len(removed))
+        except Exception:
+            log.exception("retention pass failed")

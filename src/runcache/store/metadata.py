@@ -10,14 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import create_engine, delete, event, or_, select, update
+from sqlalchemy import create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.schema import CreateIndex
 
 from runcache.core.errors import AlreadyExists, NotFound
+from runcache.core.eviction import Usage
 from runcache.core.keys import fold
 from runcache.core.matching import Candidate
-from runcache.store.models import COMMITTED, UPLOADING, Base, Entry
+from runcache.store.models import COMMITTED, UPLOADING, Base, Entry, RepositoryPolicy
 
 
 def utcnow() -> datetime:
@@ -68,6 +70,9 @@ class MetadataStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:  # indexes added after a database was created
+            for index in Entry.__table__.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -198,6 +203,161 @@ class MetadataStore:
             return set()
         with self._session() as s:
             return set(s.scalars(select(Entry.id).where(Entry.id.in_(list(ids)), Entry.state == COMMITTED)))
+
+    # --- management ------------------------------------------------------------------------------
+    def query_entries(
+        self,
+        *,
+        repository: str,
+        key_prefix: str | None = None,
+        ref: str | None = None,
+        sort: str = "last_accessed_at",
+        direction: str = "desc",
+        limit: int | None = None,
+        offset: int = 0,
+        created_before: datetime | None = None,
+    ) -> tuple[int, list[EntryInfo]]:
+        """Committed entries of a repository, filtered and sorted: (total matching, this page)."""
+        where = [*_in_repository(repository), Entry.state == COMMITTED]
+        if key_prefix:
+            where.append(Entry.key_folded.startswith(fold(key_prefix), autoescape=True))
+        if ref:
+            where.append(Entry.scope == ref)
+        if created_before is not None:
+            where.append(Entry.created_at <= created_before)
+        column = {"created_at": Entry.created_at, "last_accessed_at": Entry.last_accessed_at}.get(sort, Entry.size)
+        order = [column.asc(), Entry.id.asc()] if direction == "asc" else [column.desc(), Entry.id.desc()]
+        with self._session() as s:
+            total = s.scalar(select(func.count()).select_from(Entry).where(*where)) or 0
+            q = select(Entry).where(*where).order_by(*order).offset(offset)
+            if limit is not None:
+                q = q.limit(limit)
+            return total, [_info(e) for e in s.scalars(q).all()]
+
+    def entries_with_key(self, *, repository: str, key: str, ref: str | None = None) -> list[EntryInfo]:
+        """Committed entries whose key is exactly `key` (compared as lookups do), in any version."""
+        where = [*_in_repository(repository), Entry.state == COMMITTED, Entry.key_folded == fold(key)]
+        if ref:
+            where.append(Entry.scope == ref)
+        with self._session() as s:
+            rows = s.scalars(select(Entry).where(*where).order_by(Entry.id)).all()
+            return [_info(e) for e in rows]
+
+    def delete_committed(self, ids: Sequence[int]) -> list[EntryInfo]:
+        """Delete these committed entries in one transaction; returns the ones that were there."""
+        if not ids:
+            return []
+        with self._session.begin() as s:
+            rows = s.scalars(
+                select(Entry).where(Entry.id.in_(list(ids)), Entry.state == COMMITTED).order_by(Entry.id)
+            ).all()
+            gone = [_info(e) for e in rows]
+            if gone:
+                s.execute(delete(Entry).where(Entry.id.in_([e.id for e in gone]), Entry.state == COMMITTED))
+            return gone
+
+    def refs(self, repository: str) -> list[str]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(Entry.scope).where(*_in_repository(repository), Entry.state == COMMITTED).distinct()
+            )
+            return sorted(rows.all())
+
+    def usages(self, repository: str) -> list[Usage]:
+        with self._session() as s:
+            rows = s.execute(
+                select(Entry.id, Entry.repository, Entry.size, Entry.created_at, Entry.last_accessed_at).where(
+                    *_in_repository(repository), Entry.state == COMMITTED
+                )
+            ).all()
+            return [Usage(r[0], r[1], r[2] or 0, r[3], r[4]) for r in rows]
+
+    def stale(self, accessed_before: datetime) -> list[Usage]:
+        """Committed entries of every repository last accessed before the given time."""
+        with self._session() as s:
+            rows = s.execute(
+                select(Entry.id, Entry.repository, Entry.size, Entry.created_at, Entry.last_accessed_at).where(
+                    Entry.state == COMMITTED, Entry.last_accessed_at < accessed_before
+                )
+            ).all()
+            return [Usage(r[0], r[1], r[2] or 0, r[3], r[4]) for r in rows]
+
+    def usage_by_repository(
+        self, *, owner: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> tuple[int, list[tuple[str, int, int]]]:
+        """(number of repositories, [(full_name, entry count, bytes)]) of committed entries, largest first."""
+        where = [Entry.state == COMMITTED]
+        if owner is not None:
+            where.append(func.lower(Entry.repository).startswith(owner.lower() + "/", autoescape=True))
+        folded = func.lower(Entry.repository)
+        size = func.coalesce(func.sum(Entry.size), 0)
+        with self._session() as s:
+            total = s.scalar(select(func.count(folded.distinct())).where(*where)) or 0
+            q = (
+                select(func.min(Entry.repository), func.count(), size)
+                .where(*where)
+                .group_by(folded)
+                .order_by(size.desc(), folded.asc())
+                .offset(offset)
+            )
+            if limit is not None:
+                q = q.limit(limit)
+            return total, [(r[0], int(r[1]), int(r[2])) for r in s.execute(q).all()]
+
+    def usage_totals(self, *, repository: str | None = None, owner: str | None = None) -> tuple[int, int]:
+        """(entry count, bytes) of committed entries of one repository, one owner, or everything."""
+        where = [Entry.state == COMMITTED]
+        if repository is not None:
+            where.extend(_in_repository(repository))
+        if owner is not None:
+            where.append(func.lower(Entry.repository).startswith(owner.lower() + "/", autoescape=True))
+        with self._session() as s:
+            row = s.execute(select(func.count(), func.coalesce(func.sum(Entry.size), 0)).where(*where)).one()
+            return int(row[0]), int(row[1])
+
+    def policy(self, repository: str) -> tuple[int | None, int | None]:
+        """A repository's own (storage limit GB, retention days); None where it uses the default."""
+        with self._session() as s:
+            p = s.get(RepositoryPolicy, repository.lower())
+            return (p.max_cache_size_gb, p.max_cache_retention_days) if p else (None, None)
+
+    def retention_overrides(self) -> dict[str, int]:
+        """Folded repository name -> retention days, for repositories that set their own."""
+        with self._session() as s:
+            rows = s.execute(
+                select(RepositoryPolicy.repository_folded, RepositoryPolicy.max_cache_retention_days).where(
+                    RepositoryPolicy.max_cache_retention_days.is_not(None)
+                )
+            ).all()
+            return {r[0]: int(r[1]) for r in rows}
+
+    def set_policy(
+        self, repository: str, *, max_cache_size_gb: int | None = None, max_cache_retention_days: int | None = None
+    ) -> tuple[int | None, int | None]:
+        """Set the given limits (others unchanged); returns the repository's own limits afterwards."""
+        try:
+            return self._set_policy(repository, max_cache_size_gb, max_cache_retention_days)
+        except IntegrityError:  # another writer created the row first: update it instead
+            return self._set_policy(repository, max_cache_size_gb, max_cache_retention_days)
+
+    def _set_policy(
+        self, repository: str, max_cache_size_gb: int | None, max_cache_retention_days: int | None
+    ) -> tuple[int | None, int | None]:
+        with self._session.begin() as s:
+            p = s.get(RepositoryPolicy, repository.lower(), with_for_update=True)
+            if p is None:
+                p = RepositoryPolicy(repository_folded=repository.lower(), repository=repository, updated_at=utcnow())
+                s.add(p)
+            if max_cache_size_gb is not None:
+                p.max_cache_size_gb = max_cache_size_gb
+            if max_cache_retention_days is not None:
+                p.max_cache_retention_days = max_cache_retention_days
+            p.updated_at = utcnow()
+            return p.max_cache_size_gb, p.max_cache_retention_days
+
+
+def _in_repository(repository: str) -> list:
+    return [func.lower(Entry.repository) == repository.lower()]
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

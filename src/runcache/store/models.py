@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 UPLOADING = "uploading"
@@ -44,3 +44,20 @@ class Entry(Base):
         # Ids are never reused: a stale signed URL or upload id must not reach a newer entry.
         {"sqlite_autoincrement": True},
     )
+
+
+# Management queries: per repository (names compare case-insensitively, as on GitHub) and by last access.
+Index("ix_entry_repository_folded", func.lower(Entry.repository), Entry.state)
+Index("ix_entry_state_accessed", Entry.state, Entry.last_accessed_at)
+
+
+class RepositoryPolicy(Base):
+    """A repository's own storage and retention limits; NULL means the server default."""
+
+    __tablename__ = "repository_policies"
+
+    repository_folded: Mapped[str] = mapped_column(String(256), primary_key=True)
+    repository: Mapped[str] = mapped_column(String(256))
+    max_cache_size_gb: Mapped[int | None] = mapped_column(Integer)
+    max_cache_retention_days: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime]

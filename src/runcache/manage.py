@@ -1,0 +1,480 @@
+"""Cache management from the command line, shaped like `gh cache`: `ls`, `rm`, `usage`, `limits`.
+
+A thin client of runcache's GitHub-compatible REST API (httpx). Output follows gh: a table with
+relative times and human sizes on a terminal, tab-separated absolute values when piped, `--json`
+with gh's field names. Also issues management tokens (`runcache token --admin`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import httpx
+import jwt
+
+from runcache.core.humanize import fuzzy_ago, human_size, parse_iso
+from runcache.core.listing import DIRECTIONS, MAX_PER_PAGE, SORT_FIELDS
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 4
+JSON_FIELDS = {
+    "createdAt": "created_at",
+    "id": "id",
+    "key": "key",
+    "lastAccessedAt": "last_accessed_at",
+    "ref": "ref",
+    "sizeInBytes": "size_in_bytes",
+    "version": "version",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class UsageError(Exception):
+    pass
+
+
+# --- the REST client ------------------------------------------------------------------------------
+class ManagementClient:
+    """GitHub's cache REST API at `url` (runcache's root or any `/api/v3` base)."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30, transport: httpx.BaseTransport | None = None):
+        self.base = url.rstrip("/")
+        self._http = httpx.Client(
+            timeout=timeout,
+            transport=transport,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": "runcache-cli",
+            },
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ManagementClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        url = path if path.startswith("http") else f"{self.base}{path}"
+        try:
+            r = self._http.request(method, url, **kw)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"cannot reach {self.base}: {exc}") from exc
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                message = body.get("message", r.text)
+                details = [
+                    e.get("message") for e in body.get("errors") or [] if isinstance(e, dict) and e.get("message")
+                ]
+                if details:
+                    message = f"{message}: {'; '.join(details)}"
+            except (ValueError, AttributeError):
+                message = r.text.strip() or r.reason_phrase
+            raise ApiError(r.status_code, message)
+        return r
+
+    def caches(
+        self,
+        repo: str,
+        *,
+        key: str | None = None,
+        ref: str | None = None,
+        sort: str | None = None,
+        direction: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(total_count, up to `limit` caches), following the `Link` header's next pages."""
+        per_page = MAX_PER_PAGE if limit is None else min(limit, MAX_PER_PAGE)
+        params = {"per_page": per_page, "key": key, "ref": ref, "sort": sort, "direction": direction}
+        url: str | None = f"/repos/{repo}/actions/caches"
+        total, out = 0, []
+        first = True
+        while url and (limit is None or len(out) < limit):
+            r = self._request("GET", url, params={k: v for k, v in params.items() if v} if first else None)
+            first = False
+            body = r.json()
+            total = body["total_count"]
+            out.extend(body["actions_caches"])
+            url = r.links.get("next", {}).get("url")
+        return total, out if limit is None else out[:limit]
+
+    def delete_id(self, repo: str, cache_id: int) -> None:
+        self._request("DELETE", f"/repos/{repo}/actions/caches/{cache_id}")
+
+    def delete_key(self, repo: str, key: str, ref: str | None = None) -> list[dict[str, Any]]:
+        params = {"key": key, **({"ref": ref} if ref else {})}
+        return self._request("DELETE", f"/repos/{repo}/actions/caches", params=params).json()["actions_caches"]
+
+    def usage(self, repo: str) -> dict[str, Any]:
+        return self._request("GET", f"/repos/{repo}/actions/cache/usage").json()
+
+    def org_usage(self, org: str) -> dict[str, Any]:
+        return self._request("GET", f"/orgs/{org}/actions/cache/usage").json()
+
+    def org_repositories(self, org: str) -> Iterator[dict[str, Any]]:
+        url: str | None = f"/orgs/{org}/actions/cache/usage-by-repository?per_page={MAX_PER_PAGE}"
+        while url:
+            r = self._request("GET", url)
+            yield from r.json()["repository_cache_usages"]
+            url = r.links.get("next", {}).get("url")
+
+    def limits(self, repo: str) -> dict[str, int]:
+        size = self._request("GET", f"/repos/{repo}/actions/cache/storage-limit").json()
+        days = self._request("GET", f"/repos/{repo}/actions/cache/retention-limit").json()
+        return {**size, **days}
+
+    def set_storage_limit(self, repo: str, gb: int) -> None:
+        self._request("PUT", f"/repos/{repo}/actions/cache/storage-limit", json={"max_cache_size_gb": gb})
+
+    def set_retention_limit(self, repo: str, days: int) -> None:
+        self._request("PUT", f"/repos/{repo}/actions/cache/retention-limit", json={"max_cache_retention_days": days})
+
+
+# --- configuration --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    url: str
+    token: str
+    repo: str | None
+
+
+def _token_repository(token: str) -> str | None:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    repo = claims.get("repository")
+    return repo if isinstance(repo, str) and "/" in repo else None
+
+
+def resolve_target(args: argparse.Namespace, env: Mapping[str, str], *, need_repo: bool = True) -> Target:
+    url = args.url or env.get("RUNCACHE_URL")
+    token = args.token or env.get("RUNCACHE_ADMIN_TOKEN") or env.get("RUNCACHE_TOKEN")
+    if not url:
+        raise UsageError("no server: pass --url or set RUNCACHE_URL")
+    if not token:
+        raise UsageError(
+            "no token: pass --token or set RUNCACHE_ADMIN_TOKEN (create one with `runcache token --admin --repo ...`)"
+        )
+    repo = args.repo or env.get("RUNCACHE_REPO") or env.get("GITHUB_REPOSITORY") or _token_repository(token)
+    if repo is not None:
+        repo = repo.strip("/")
+        if repo.count("/") != 1 or "" in repo.split("/"):
+            raise UsageError(f"expected the repository as OWNER/REPO, got {repo!r}")
+    if need_repo and not repo:
+        raise UsageError("no repository: pass -R OWNER/REPO (or set RUNCACHE_REPO)")
+    return Target(url, token, repo)
+
+
+def _is_tty(out: TextIO) -> bool:
+    if os.environ.get("RUNCACHE_FORCE_TTY"):
+        return True
+    return hasattr(out, "isatty") and out.isatty()
+
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="runcache server URL (env RUNCACHE_URL)")
+    p.add_argument("--token", help="management token (env RUNCACHE_ADMIN_TOKEN, then RUNCACHE_TOKEN)")
+    p.add_argument(
+        "-R",
+        "--repo",
+        help="OWNER/REPO (env RUNCACHE_REPO or GITHUB_REPOSITORY; default: the token's repository)",
+    )
+
+
+# --- output ---------------------------------------------------------------------------------------
+def format_table(rows: list[list[str]], width: int, squeeze: int = 1) -> list[str]:
+    """Columns padded to their widest cell; column `squeeze` (the key) is cut to fit the terminal."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    gap = 2
+    fixed = sum(w for i, w in enumerate(widths) if i != squeeze) + gap * (len(widths) - 1)
+    widths[squeeze] = max(10, min(widths[squeeze], width - fixed))
+    out = []
+    for r in rows:
+        cells = []
+        for i, cell in enumerate(r):
+            if len(cell) > widths[i]:
+                cell = cell[: widths[i] - 3] + "..."
+            cells.append(cell if i == len(r) - 1 else cell.ljust(widths[i]))
+        out.append((" " * gap).join(cells).rstrip())
+    return out
+
+
+def print_caches(caches: list[dict[str, Any]], total: int, repo: str, out: TextIO, *, tty: bool) -> None:
+    if tty:
+        noun = "cache" if total == 1 else "caches"
+        print(f"\nShowing {len(caches)} of {total} {noun} in {repo}\n", file=out)
+        rows = [["ID", "KEY", "SIZE", "CREATED", "ACCESSED"]]
+        for c in caches:
+            rows.append(
+                [
+                    str(c["id"]),
+                    c["key"],
+                    human_size(c["size_in_bytes"]),
+                    fuzzy_ago(parse_iso(c["created_at"])),
+                    fuzzy_ago(parse_iso(c["last_accessed_at"])),
+                ]
+            )
+        for line in format_table(rows, shutil.get_terminal_size((120, 24)).columns):
+            print(line, file=out)
+        return
+    for c in caches:
+        created = parse_iso(c["created_at"]).isoformat().replace("+00:00", "Z")
+        accessed = parse_iso(c["last_accessed_at"]).isoformat().replace("+00:00", "Z")
+        print(f"{c['id']}\t{c['key']}\t{c['size_in_bytes']}\t{created}\t{accessed}", file=out)
+
+
+def parse_json_fields(spec: str) -> list[str]:
+    fields = [f.strip() for f in spec.split(",") if f.strip()]
+    unknown = [f for f in fields if f not in JSON_FIELDS]
+    if not fields or unknown:
+        listed = "\n".join(f"  {f}" for f in sorted(JSON_FIELDS))
+        problem = f"Unknown JSON field: {', '.join(unknown)}\n" if unknown else ""
+        raise UsageError(f"{problem}Specify one or more comma-separated fields for `--json`:\n{listed}")
+    return fields
+
+
+# --- commands -------------------------------------------------------------------------------------
+def cmd_ls(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    if args.limit < 1:
+        raise UsageError(f"invalid limit: {args.limit}")
+    fields = parse_json_fields(args.json) if args.json is not None else None
+    t = resolve_target(args, os.environ)
+    with ManagementClient(t.url, t.token) as client:
+        total, caches = client.caches(
+            t.repo, key=args.key, ref=args.ref, sort=args.sort, direction=args.order, limit=args.limit
+        )
+    if fields is not None:
+        print(json.dumps([{f: c[JSON_FIELDS[f]] for f in fields} for c in caches], indent=2), file=out)
+        return EXIT_OK
+    if not caches:
+        print(f"No caches found in {t.repo}", file=err)
+        return EXIT_ERROR
+    print_caches(caches, total, str(t.repo), out, tty=_is_tty(out))
+    return EXIT_OK
+
+
+def _deleted(n: int, repo: str, out: TextIO) -> None:
+    if _is_tty(out):
+        print(f"✓ Deleted {n} {'cache' if n == 1 else 'caches'} from {repo}", file=out)
+
+
+def cmd_rm(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    if args.all and args.target:
+        raise UsageError("specify a cache ID or key, or --all, not both")
+    if not args.all and not args.target:
+        raise UsageError("specify a cache ID or key, or --all")
+    if args.succeed_on_no_caches and not args.all:
+        raise UsageError("--succeed-on-no-caches only applies with --all")
+    if args.target and args.target.isdigit() and args.ref:
+        raise UsageError("--ref narrows a key or --all; a cache ID names one cache already")
+    t = resolve_target(args, os.environ)
+    repo = str(t.repo)
+    with ManagementClient(t.url, t.token) as client:
+        if args.all:
+            _, caches = client.caches(repo, ref=args.ref)
+            if not caches:
+                if args.succeed_on_no_caches:
+                    if _is_tty(out):
+                        print(f"✓ No caches to delete in {repo}", file=out)
+                    return EXIT_OK
+                print("No caches to delete", file=err)
+                return EXIT_ERROR
+            deleted = 0
+            for c in caches:
+                try:
+                    client.delete_id(repo, c["id"])
+                    deleted += 1
+                except ApiError as exc:
+                    if exc.status != 404:  # already gone (evicted meanwhile) is fine
+                        raise
+            _deleted(deleted, repo, out)
+            return EXIT_OK
+        try:
+            if args.target.isdigit():
+                client.delete_id(repo, int(args.target))
+                n = 1
+            else:
+                n = len(client.delete_key(repo, args.target, args.ref))
+        except ApiError as exc:
+            if exc.status == 404:
+                print(f"X Could not find a cache matching {args.target} in {repo}", file=err)
+                return EXIT_ERROR
+            raise
+    _deleted(n, repo, out)
+    return EXIT_OK
+
+
+def cmd_usage(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    t = resolve_target(args, os.environ, need_repo=not args.org)
+    tty = _is_tty(out)
+    with ManagementClient(t.url, t.token) as client:
+        if args.org:
+            totals = client.org_usage(args.org)
+            repos = list(client.org_repositories(args.org))
+            if args.json:
+                print(json.dumps({**totals, "repository_cache_usages": repos}, indent=2), file=out)
+                return EXIT_OK
+            count, size = totals["total_active_caches_count"], totals["total_active_caches_size_in_bytes"]
+            if tty:
+                noun = "cache" if count == 1 else "caches"
+                print(f"{args.org}: {count} {noun}, {human_size(size)} in {len(repos)} repositories\n", file=out)
+                rows = [["REPOSITORY", "CACHES", "SIZE"]]
+                rows += [
+                    [r["full_name"], str(r["active_caches_count"]), human_size(r["active_caches_size_in_bytes"])]
+                    for r in repos
+                ]
+                for line in format_table(rows, shutil.get_terminal_size((120, 24)).columns, squeeze=0):
+                    print(line, file=out)
+            else:
+                for r in repos:
+                    print(f"{r['full_name']}\t{r['active_caches_count']}\t{r['active_caches_size_in_bytes']}", file=out)
+            return EXIT_OK
+        usage = client.usage(str(t.repo))
+        limits = client.limits(str(t.repo))
+    if args.json:
+        print(json.dumps({**usage, **limits}, indent=2), file=out)
+        return EXIT_OK
+    count, size = usage["active_caches_count"], usage["active_caches_size_in_bytes"]
+    limit_bytes = limits["max_cache_size_gb"] * 1024**3
+    if tty:
+        noun = "cache" if count == 1 else "caches"
+        share = 100 * size / limit_bytes
+        print(
+            f"{usage['full_name']}: {count} {noun}, {human_size(size)} of {limits['max_cache_size_gb']} GB "
+            f"({share:.1f}%); unused caches are removed after {limits['max_cache_retention_days']} days",
+            file=out,
+        )
+    else:
+        print(f"{usage['full_name']}\t{count}\t{size}\t{limit_bytes}\t{limits['max_cache_retention_days']}", file=out)
+    return EXIT_OK
+
+
+def cmd_limits(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    t = resolve_target(args, os.environ)
+    repo = str(t.repo)
+    with ManagementClient(t.url, t.token) as client:
+        if args.storage is not None:
+            client.set_storage_limit(repo, args.storage)
+        if args.retention is not None:
+            client.set_retention_limit(repo, args.retention)
+        limits = client.limits(repo)
+    if args.json:
+        print(json.dumps(limits, indent=2), file=out)
+    else:
+        print(f"storage limit: {limits['max_cache_size_gb']} GB", file=out)
+        print(f"retention: {limits['max_cache_retention_days']} days after last use", file=out)
+    return EXIT_OK
+
+
+def _run(command):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except UsageError as exc:
+            print(f"runcache: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except ApiError as exc:
+            print(
+                f"runcache: {exc.message} (HTTP {exc.status})" if exc.status else f"runcache: {exc.message}",
+                file=sys.stderr,
+            )
+            return EXIT_AUTH if exc.status == 401 else EXIT_ERROR
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `ls`, `rm`, `usage` and `limits` to the `runcache` command line."""
+    p = sub.add_parser("ls", aliases=["list"], help="list the caches of a repository (as `gh cache list`)")
+    _client_flags(p)
+    p.add_argument("-k", "--key", help="filter by key prefix")
+    p.add_argument("-r", "--ref", help="filter by ref: refs/heads/<branch> or refs/pull/<number>/merge")
+    p.add_argument("-S", "--sort", choices=SORT_FIELDS, default="last_accessed_at", help="sort field")
+    p.add_argument("-O", "--order", choices=DIRECTIONS, default="desc", help="sort direction")
+    p.add_argument("-L", "--limit", type=int, default=30, help="maximum number of caches to fetch (default 30)")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="",
+        metavar="FIELDS",
+        help=f"print JSON with these comma-separated fields: {','.join(sorted(JSON_FIELDS))}",
+    )
+    p.set_defaults(func=_run(cmd_ls))
+
+    p = sub.add_parser("rm", aliases=["delete"], help="delete caches by id, by key, or --all (as `gh cache delete`)")
+    _client_flags(p)
+    p.add_argument("target", nargs="?", help="a cache ID (all digits) or a cache key")
+    p.add_argument("-a", "--all", action="store_true", help="delete every cache (of --ref, if given)")
+    p.add_argument("-r", "--ref", help="only caches of this ref")
+    p.add_argument("--succeed-on-no-caches", action="store_true", help="with --all: exit 0 when there is nothing")
+    p.set_defaults(func=_run(cmd_rm))
+
+    p = sub.add_parser("usage", help="cache usage of a repository (or --org) against its limits")
+    _client_flags(p)
+    p.add_argument("--org", help="usage of an owner's repositories (needs an org-wide or site token)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(func=_run(cmd_usage))
+
+    p = sub.add_parser("limits", help="show or set a repository's storage and retention limits")
+    _client_flags(p)
+    p.add_argument("--storage", type=int, metavar="GB", help="set the storage limit (GB, 1-10000)")
+    p.add_argument("--retention", type=int, metavar="DAYS", help="set the retention (days after last use, 1-365)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_run(cmd_limits))
+
+
+# --- management tokens ----------------------------------------------------------------------------
+def add_admin_token_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("management tokens (REST API, `runcache ls/rm/usage`, web page)")
+    g.add_argument("--admin", action="store_true", help="issue a management token (for --repo, --org or --site)")
+    g.add_argument("--org", help="with --admin: for every repository of this owner")
+    g.add_argument("--site", action="store_true", help="with --admin: for every repository on this server")
+    g.add_argument(
+        "--permission",
+        choices=["read", "write", "admin"],
+        default="admin",
+        help="read: list and usage; write: also delete; admin: also set limits (default admin)",
+    )
+
+
+def cmd_admin_token(args: argparse.Namespace) -> int:
+    from runcache.auth.tokens import TokenIssuer
+    from runcache.config import Settings
+
+    chosen = [bool(args.repo), bool(args.org), bool(args.site)]
+    if sum(chosen) != 1:
+        raise ValueError("a management token needs exactly one of --repo OWNER/NAME, --org OWNER or --site")
+    if args.ref or args.base_ref:
+        raise ValueError("--ref and --base-ref belong to job tokens, not to management tokens")
+    settings = Settings.from_env(data_dir=args.data_dir)
+    token = TokenIssuer(settings.derived_key("tokens")).issue_admin(
+        repository=args.repo.strip("/") if args.repo else None,
+        org=args.org or None,
+        site=bool(args.site),
+        permission=args.permission,
+        ttl_seconds=args.ttl or 30 * 86400,
+        subject=f"admin:{os.environ.get('USER', 'cli')}",
+    )
+    print(token)
+    return 0
