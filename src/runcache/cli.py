@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     from runcache.manage import register
 
     register(sub)
+    from runcache.runner.cli import register as register_runner
+
+    register_runner(sub)
     return parser
 
 

@@ -1,0 +1,380 @@
+"""``actions/setup-python`` for a local run: a matching interpreter from this machine, never a download.
+
+The interpreter is found among pyenv, uv, asdf, tool-cache and PATH installations and matched with
+setup-python's version rules. The job then gets a fresh virtual environment of it at a stable place in
+the tool cache (``$RUNNER_TOOL_CACHE/Python/<version>/<arch>``), so ``python``/``pip`` install into the
+job's own environment, never into your system Python, and ``env.pythonLocation`` stays the same from
+run to run (workflows use it in cache paths and keys). ``cache: pip`` works like the real action's,
+through the run's cache service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from runcache.runner.actions import pythons
+from runcache.runner.actions.base import ActionContext, ActionFailed, BuiltinAction, CacheRecord, InputSpec
+
+INPUTS = (
+    InputSpec("python-version"),
+    InputSpec("python-version-file"),
+    InputSpec("cache"),
+    InputSpec("architecture"),
+    InputSpec("check-latest", default="false"),
+    InputSpec("token", default="${{ github.server_url == 'https://github.com' && github.token || '' }}"),
+    InputSpec("cache-dependency-path"),
+    InputSpec("update-environment", default="true"),
+    InputSpec("allow-prereleases", default="false"),
+    InputSpec("freethreaded", default="false"),
+    InputSpec("pip-version"),
+    InputSpec("pip-install"),
+)
+
+
+def linux_os_info() -> tuple[str, str]:
+    """(osName, osVersion) as setup-python's getLinuxInfo reads them (``lsb_release -i -r -s``)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(["lsb_release", "-i", "-r", "-s"], capture_output=True, text=True, timeout=5)
+        lines = proc.stdout.split()
+        if proc.returncode == 0 and len(lines) >= 2:
+            return lines[0], lines[1]
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                info[k] = v.strip().strip('"')
+    name = (info.get("NAME") or info.get("ID") or "Linux").split()[0]
+    return name, info.get("VERSION_ID", "")
+
+
+def _versions_from_file(ctx: ActionContext, name: str) -> list[str]:
+    path = ctx.workspace / name
+    if not path.is_file():
+        raise ActionFailed(f"The specified python version file at: {path} doesn't exist.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    base = path.name
+    if base == ".tool-versions":
+        for line in text.splitlines():
+            fields = line.split("#", 1)[0].split()
+            if fields and fields[0] == "python":
+                return fields[1:]
+        return []
+    if base.endswith(".toml"):
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ActionFailed(f"{path}: {exc}") from None
+        req = data.get("project", {}).get("requires-python") or (
+            data.get("tool", {}).get("poetry", {}).get("dependencies", {}).get("python")
+        )
+        return [pythons.pep440_to_spec(req)] if req else []
+    if base == "Pipfile":
+        for line in text.splitlines():
+            if line.strip().startswith(("python_version", "python_full_version")):
+                return [line.split("=", 1)[1].strip().strip("\"'")]
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _host_arch() -> str:
+    from runcache.runner.contexts import node_arch
+
+    return node_arch()
+
+
+class SetupPythonAction(BuiltinAction):
+    repository = "actions/setup-python"
+    inputs = INPUTS
+    outputs = ("python-version", "python-path", "cache-hit")
+    has_post = True
+    post_if = "success()"
+
+    def main(self, ctx: ActionContext) -> None:
+        versions = ctx.get_multiline("python-version")
+        version_file = ctx.get_input("python-version-file")
+        if versions and version_file:
+            ctx.warning(
+                "Both python-version and python-version-file inputs are specified, only python-version will be used."
+            )
+        if not versions and version_file:
+            versions = _versions_from_file(ctx, version_file)
+            if not versions:
+                raise ActionFailed(f"No Python version found in {version_file}")
+        if not versions:
+            ctx.warning(
+                "Neither 'python-version' nor 'python-version-file' inputs were supplied. "
+                "Attempting to find '.python-version' file."
+            )
+            if (ctx.workspace / ".python-version").is_file():
+                versions = _versions_from_file(ctx, ".python-version")
+            else:
+                ctx.warning(
+                    ".python-version doesn't exist. The `python-version` input is not set. "
+                    "The version of Python currently in `PATH` will be used."
+                )
+        arch = ctx.get_input("architecture") or _host_arch()
+        if arch not in ("x64", "x86", "arm64", "arm"):
+            raise ActionFailed(f"Invalid architecture '{arch}': use x64, x86 or arm64")
+        if arch != _host_arch():
+            raise ActionFailed(
+                f"architecture: {arch} is not available locally: this machine runs {_host_arch()} interpreters"
+            )
+        if ctx.get_bool("check-latest"):
+            ctx.info("check-latest is ignored: runcache run uses the interpreters installed on this machine")
+        allow_pre = ctx.get_yaml_bool("allow-prereleases")
+        freethreaded = ctx.get_yaml_bool("freethreaded")
+        update_env = ctx.get_yaml_bool("update-environment", default=True)
+        chosen: pythons.Interpreter | None = None
+        python_path = ""
+        if versions:
+            found = pythons.discover()
+            for version in versions:
+                try:
+                    spec = pythons.parse_spec(version, allow_prereleases=allow_pre, freethreaded=freethreaded)
+                except pythons.SpecError as exc:
+                    raise ActionFailed(f"Invalid python-version '{version}': {exc}") from None
+                matching = [i for i in found if pythons.matches(spec, i) and i.arch == arch]
+                if not matching:
+                    raise ActionFailed(_not_found(version, arch, found))
+                chosen = matching[0]
+                python_path = self._environment(ctx, chosen, arch, update_env)
+                label = "PyPy" if chosen.impl == "PyPy" else chosen.impl
+                ctx.info(f"Successfully set up {label} ({chosen.version_string}) from {chosen.executable}")
+            assert chosen is not None
+            ctx.set_output("python-version", _output_version(chosen))
+            ctx.set_output("python-path", python_path)
+        pip_version = ctx.get_input("pip-version")
+        pip_install = ctx.get_input("pip-install")
+        python = python_path or shutil.which("python3", path=ctx.env.get("PATH")) or sys.executable
+        if pip_version:
+            ctx.info(f"Installing pip {pip_version}")
+            ctx.run([python, "-m", "pip", "install", f"pip=={pip_version}"])
+        if pip_install:
+            ctx.info(f"Installing {pip_install}")
+            ctx.run([python, "-m", "pip", "install", *pip_install.split()])
+        cache = ctx.get_input("cache")
+        if cache:
+            self._restore_cache(ctx, cache, python, chosen)
+
+    # --- environment ---------------------------------------------------------------------------
+    def _environment(self, ctx: ActionContext, interp: pythons.Interpreter, arch: str, update_env: bool) -> str:
+        tool = "PyPy" if interp.impl == "PyPy" else "Python"
+        root = (ctx.tool_cache or ctx.temp / "_tool") / tool / interp.version_string / arch
+        root.parent.mkdir(parents=True, exist_ok=True)
+        self._lock(ctx, root)
+        if root.exists():
+            shutil.rmtree(root)
+        python = self._make_venv(ctx, interp, root)
+        if update_env:
+            ctx.export_variable("pythonLocation", str(root))
+            ctx.export_variable("PKG_CONFIG_PATH", str(root / "lib" / "pkgconfig"))
+            for var in ("Python_ROOT_DIR", "Python2_ROOT_DIR", "Python3_ROOT_DIR"):
+                ctx.export_variable(var, str(root))
+            ctx.add_path(str(root))
+            ctx.add_path(str(root / "bin"))
+        return python
+
+    @staticmethod
+    def _lock(ctx: ActionContext, root: Path) -> None:
+        fd = os.open(str(root) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            ctx.info(f"Waiting for another run that uses {root} ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+
+        def release() -> None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+        ctx.cleanups.append(release)
+
+    @staticmethod
+    def _make_venv(ctx: ActionContext, interp: pythons.Interpreter, root: Path) -> str:
+        bin_dir = root / "bin"
+        python = bin_dir / "python"
+        if interp.version >= (3, 3, 0):
+            attempts = [
+                [interp.executable, "-m", "venv", str(root)],
+                [interp.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(root)],
+            ]
+            for n, argv in enumerate(attempts):
+                proc = subprocess.run(argv, capture_output=True, text=True, env=ctx.env, stdin=subprocess.DEVNULL)
+                if proc.returncode == 0 and python.exists():
+                    if n == 1:
+                        ctx.warning(
+                            f"{interp.executable} cannot create a virtual environment with pip (ensurepip is "
+                            "missing); the job's environment uses the interpreter's own pip"
+                        )
+                        _write_pip_wrappers(bin_dir, python)
+                    _ensure_names(bin_dir, python, interp)
+                    return str(python)
+                shutil.rmtree(root, ignore_errors=True)
+        ctx.warning(
+            f"Could not create a virtual environment of {interp.executable}; the job uses it directly, "
+            "so packages it installs go into that interpreter's environment"
+        )
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        _ensure_names(bin_dir, Path(interp.executable), interp, link=True)
+        return str(bin_dir / "python")
+
+    # --- cache: pip ----------------------------------------------------------------------------
+    def _restore_cache(self, ctx: ActionContext, cache: str, python: str, interp: pythons.Interpreter | None) -> None:
+        if cache != "pip":
+            raise ActionFailed(
+                f"Caching for '{cache}' is not supported by runcache run; use cache: pip, or actions/cache"
+            )
+        ctx.info(f"Cache: {cache}")
+        proc = subprocess.run(
+            [python, "-m", "pip", "cache", "dir"], capture_output=True, text=True, env=ctx.env, cwd=ctx.workspace
+        )
+        cache_dir = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
+        if not cache_dir:
+            raise ActionFailed("Could not get cache folder path for pip package manager")
+        dependency = ctx.get_input("cache-dependency-path")
+        patterns = dependency or "**/requirements.txt"
+        assert ctx.hash_files is not None
+        file_hash = ctx.hash_files(patterns.split("\n"))
+        if not file_hash and not dependency:
+            file_hash = ctx.hash_files(["**/pyproject.toml"])
+        if not file_hash:
+            shown = ",".join(patterns.split("\n")) + ("" if dependency else " or **/pyproject.toml")
+            raise ActionFailed(
+                f"No file in {ctx.workspace} matched to [{shown}], make sure you have checked out the target repository"
+            )
+        version = _output_version(interp) if interp else _python_version(python)
+        runner_os = str(ctx.runner.get("os", "Linux"))
+        prefix = f"setup-python-{runner_os}-{_host_arch()}"
+        if runner_os == "Linux":
+            os_name, os_version = linux_os_info()
+            prefix += f"-{os_version}-{os_name}"
+        restore_key = f"{prefix}-python-{version}-pip"
+        primary = f"{restore_key}-{file_hash}"
+        ctx.save_state("cache-paths", cache_dir)
+        ctx.save_state("cache-primary-key", primary)
+        if ctx.cache is None:
+            ctx.warning("The cache service is disabled for this run (runcache run --no-cache)")
+            ctx.set_output("cache-hit", "false")
+            return
+        from runcache.client.operations import restore
+
+        record = CacheRecord(ctx.step_name, "restore", primary, "miss", restore_keys=[restore_key], paths=[cache_dir])
+        ctx.record(record)
+        with contextlib.chdir(ctx.workspace), ctx.cache.client() as client:
+            result = restore(
+                client, paths=[cache_dir], key=primary, restore_keys=[restore_key], workspace=ctx.workspace
+            )
+        record.bytes, record.seconds = result.bytes, result.seconds
+        if result.warning:
+            ctx.warning(result.warning)
+            record.message = result.warning
+        if result.matched_key:
+            record.matched_key = result.matched_key
+            record.result = "hit" if result.matched_key == primary else "restore-key"
+            ctx.save_state("cache-matched-key", result.matched_key)
+            ctx.info(f"Cache restored from key: {result.matched_key}")
+        else:
+            ctx.info(f"{cache} cache is not found")
+        ctx.set_output("cache-hit", "true" if result.matched_key == primary else "false")
+
+    def post(self, ctx: ActionContext) -> None:
+        if not ctx.get_input("cache"):
+            return
+        from runcache.client.operations import save
+
+        cache_dir = ctx.get_state("cache-paths")
+        primary = ctx.get_state("cache-primary-key")
+        matched = ctx.get_state("cache-matched-key")
+        if not cache_dir:
+            ctx.warning("There are no cache folders on the disk")
+            return
+        if not Path(cache_dir).exists():
+            ctx.warning(
+                f"Cache folder path is retrieved for pip but doesn't exist on disk: {cache_dir}. This likely "
+                "indicates that there are no dependencies to cache. "
+                "Consider removing the cache step if it is not needed."
+            )
+            return
+        if not primary:
+            ctx.warning("Error retrieving key from state.")
+            return
+        if matched == primary:
+            ctx.info(f"Cache hit occurred on the primary key {primary}, not saving cache.")
+            ctx.record(CacheRecord(ctx.step_name, "save", primary, "skipped", message="exact hit: not saving"))
+            return
+        if ctx.cache is None:
+            return
+        record = CacheRecord(ctx.step_name, "save", primary, "not-saved", paths=[cache_dir])
+        ctx.record(record)
+        with contextlib.chdir(ctx.workspace), ctx.cache.client() as client:
+            result = save(client, paths=[cache_dir], key=primary, workspace=ctx.workspace)
+        record.bytes, record.seconds = result.bytes, result.seconds
+        if not result.saved:
+            record.message = result.warning
+            ctx.warning(result.warning)
+            return
+        record.result = "saved"
+        ctx.info(f"Cache saved with the key: {primary}")
+
+
+def _output_version(interp: pythons.Interpreter) -> str:
+    if interp.impl == "PyPy" and interp.impl_version:
+        return f"pypy{interp.version[0]}.{interp.version[1]}-v{'.'.join(map(str, interp.impl_version))}"
+    return interp.version_string
+
+
+def _python_version(python: str) -> str:
+    proc = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
+    )
+    return proc.stdout.strip() or "unknown"
+
+
+def _not_found(version: str, arch: str, found: list[pythons.Interpreter]) -> str:
+    lines = [
+        f"The version '{version}' with architecture '{arch}' was not found on this machine "
+        f"({platform.system()} {platform.machine()}); runcache run uses installed interpreters and downloads none."
+    ]
+    if found:
+        lines.append("Interpreters found:")
+        for interp in found[:20]:
+            lines.append(f"  {interp.impl} {interp.version_string} ({interp.arch})  {interp.executable}")
+    else:
+        lines.append("No Python interpreter was found on PATH or in pyenv/uv/asdf.")
+    lines.append(
+        f"Install one (for example `pyenv install {version}` or `uv python install {version}`) "
+        "or change python-version."
+    )
+    return "\n".join(lines)
+
+
+def _ensure_names(bin_dir: Path, python: Path, interp: pythons.Interpreter, *, link: bool = False) -> None:
+    major, minor = interp.version[0], interp.version[1]
+    names = ["python", f"python{major}", f"python{major}.{minor}"]
+    if interp.impl == "PyPy":
+        names += ["pypy", f"pypy{major}"]
+    for name in names:
+        target = bin_dir / name
+        if target.exists() or target.is_symlink():
+            if not link:
+                continue
+            target.unlink()
+        target.symlink_to(python)
+
+
+def _write_pip_wrappers(bin_dir: Path, python: Path) -> None:
+    for name in ("pip", "pip3"):
+        path = bin_dir / name
+        path.write_text(f'#!/bin/sh\nexec "{python}" -m pip "$@"\n')
+        path.chmod(0o755)
