@@ -10,8 +10,9 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from runcache.auth import Authenticator
@@ -59,6 +60,17 @@ def build_authenticator(settings: Settings) -> Authenticator:
     return Authenticator(TokenIssuer(settings.derived_key("tokens")), github)
 
 
+_API_PREFIXES = ("/repos/", "/orgs/", "/organizations/", "/api/", "/_apis/")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unrouted API paths (odd names included) answer in the API's JSON shape, not Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(_API_PREFIXES):
+        return rest.github_error(exc.status_code, exc.detail or "Not Found")
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -80,6 +92,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[Route("/healthz", health), *v1.routes, *twirp.routes, *rest.routes, *web.routes, *blob.routes],
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.runcache = state
     app.state.management = Management(service)
