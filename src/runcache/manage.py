@@ -14,10 +14,11 @@ import shutil
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import httpx
-import jwt
+if TYPE_CHECKING:
+    import httpx
+
 
 from runcache.core.humanize import fuzzy_ago, human_size, parse_iso
 from runcache.core.listing import DIRECTIONS, MAX_PER_PAGE, SORT_FIELDS
@@ -51,6 +52,8 @@ class ManagementClient:
 
     def __init__(self, url: str, token: str, *, timeout: float = 30, transport: httpx.BaseTransport | None = None):
         self.base = url.rstrip("/")
+        import httpx
+
         self._http = httpx.Client(
             timeout=timeout,
             transport=transport,
@@ -72,6 +75,8 @@ class ManagementClient:
         self.close()
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        import httpx
+
         url = path if path.startswith("http") else f"{self.base}{path}"
         try:
             r = self._http.request(method, url, **kw)
@@ -157,6 +162,8 @@ class Target:
 
 
 def _token_repository(token: str) -> str | None:
+    import jwt  # imported here: `runcache --help` and the cache commands should not pay for it
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

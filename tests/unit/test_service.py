@@ -94,3 +94,39 @@ def test_recover_drops_dead_uploads_and_orphan_blobs(svc: CacheService, tmp_path
     assert svc.metadata.get(dead.id) is None and not svc.staging.exists(dead.id)
     assert not svc.blobs.contains("999") and svc.blobs.contains(str(kept))
     assert svc.reserve(ident(), "dead", V, 3).id != dead.id
+
+
+def test_put_blob_hash_recorded_while_writing_matches_the_bytes(svc: CacheService) -> None:
+    entry = svc.reserve(ident(), "blob", V, None)
+    w = svc.staging.whole_writer(entry.id)
+    w.write(b"hello ")
+    w.write(b"world")
+    w.finish()
+    assert svc.commit(entry, 11).sha256 == "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+
+
+def test_a_later_range_write_invalidates_the_recorded_hash(svc: CacheService) -> None:
+    entry = svc.reserve(ident(), "mixed", V, None)
+    w = svc.staging.whole_writer(entry.id)
+    w.write(b"hello world")
+    w.finish()
+    r = svc.staging.range_writer(entry.id, 0, 5)
+    r.write(b"HELLO")
+    r.finish()
+    import hashlib
+
+    assert svc.commit(entry, 11).sha256 == hashlib.sha256(b"HELLO world").hexdigest()
+
+
+def test_block_list_hash_covers_the_listed_order(svc: CacheService) -> None:
+    import base64
+    import hashlib
+
+    entry = svc.reserve(ident(), "blocks", V, None)
+    ids = [base64.b64encode(f"b{i}".encode()).decode() for i in range(3)]
+    for bid, body in zip(ids, (b"AA", b"BB", b"CC"), strict=True):
+        bw = svc.staging.block_writer(entry.id, bid)
+        bw.write(body)
+        bw.finish()
+    assert svc.staging.commit_blocks(entry.id, [ids[2], ids[0]]) == 4
+    assert svc.commit(entry, 4).sha256 == hashlib.sha256(b"CCAA").hexdigest()

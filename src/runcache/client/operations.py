@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from runcache.client.archive import (
+    READ_SIZE,
     ArchiveError,
     IterReader,
     compression_method,
@@ -18,6 +20,7 @@ from runcache.client.archive import (
 )
 from runcache.client.extract import CorruptArchiveError, ExtractLimits, UnsafeArchiveError, extract_tar_stream
 from runcache.client.paths import resolve_cache_paths, restore_roots
+from runcache.client.pipeline import StageError, background
 from runcache.client.transfer import CHUNK_SIZE, CacheClient, CacheServiceError
 from runcache.core.errors import InvalidRequest
 from runcache.core.keys import fold, validate_key, validate_lookup_keys
@@ -107,10 +110,11 @@ def restore(
             result.cache_hit = "true" if exact else "false"
             return result
         download = client.open_download(hit.url)
-        counted = _counting(download, progress)
-        tar_stream = open_decompressed(IterReader(counted))
-        report = extract_tar_stream(
-            tar_stream,
+        tar_stream = open_decompressed(IterReader(_counting(download, progress)))
+        # Hashing and decompression run on their own thread (both release the GIL), extraction on this one.
+        decompressed = background(_read_all(tar_stream), depth=16, name="decompress")
+        extract_tar_stream(
+            IterReader(decompressed),
             workspace=workspace,
             allowed_roots=restore_roots(lines),
             limits=limits or ExtractLimits(),
@@ -119,17 +123,21 @@ def restore(
         result.bytes = download.received
         result.restored = True
         result.cache_hit = "true" if exact else "false"
-        del report
     except (UnsafeArchiveError, CorruptArchiveError) as exc:
         result.matched_key = ""
         result.unsafe = isinstance(exc, UnsafeArchiveError)
         result.warning = f"Failed to restore: {exc}"
-    except (CacheServiceError, ArchiveError, OSError) as exc:
+    except (CacheServiceError, ArchiveError, StageError, OSError) as exc:
         result.matched_key = ""
         result.warning = f"Failed to restore: {exc}"
     finally:
         result.seconds = time.monotonic() - started
     return result
+
+
+def _read_all(stream: BinaryIO) -> Iterator[bytes]:
+    while block := stream.read(READ_SIZE):
+        yield block
 
 
 def _counting(download, progress: Progress | None):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import queue
-import threading
+import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -14,6 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from runcache.client.pipeline import background
 
 READ_DENIED = "cache read denied:"
 WRITE_DENIED = "cache write denied:"
@@ -169,10 +170,10 @@ class CacheClient:
             response.close()
             raise CacheServiceError(f"archive download answered {response.status_code}")
         length = response.headers.get("content-length")
+        # The socket is read on its own thread so the network keeps flowing while the consumer extracts.
+        chunks = background(response.iter_raw(1024 * 1024), depth=64, name="download", on_exit=response.close)
         return Download(
-            int(length) if length and length.isdigit() else None,
-            response.headers.get("x-ms-meta-sha256"),
-            _prefetch(response),
+            int(length) if length and length.isdigit() else None, response.headers.get("x-ms-meta-sha256"), chunks
         )
 
     def save(
@@ -229,7 +230,23 @@ class CacheClient:
         iterator = iter(chunks)
         first = next(iterator, b"")
         second = next(iterator, None)
-        if second is None:
+        if second is not None and not _is_azure(url):
+            # A runcache blob URL takes one streamed Put Blob: the server writes and hashes it as it
+            # arrives, where staged blocks would cost it a second copy and a second read at commit.
+            # Real Azure Storage needs a Content-Length on Put Blob, so it gets blocks below.
+            sent = 0
+
+            def body() -> Iterator[bytes]:
+                nonlocal sent
+                for piece in itertools.chain((first, second), iterator):
+                    sent += len(piece)
+                    yield piece
+                    if progress:
+                        progress(len(piece))
+
+            self._blob_put(url, body(), {"x-ms-blob-type": "BlockBlob"})
+            size = sent
+        elif second is None:
             # One chunk: a single Put Blob, as the Azure SDK does for small files.
             self._blob_put(url, first, {"x-ms-blob-type": "BlockBlob"})
             size = len(first)
@@ -237,7 +254,6 @@ class CacheClient:
                 progress(size)
         else:
             prefix = uuid.uuid4().hex
-            block_ids: list[str] = []
 
             def put(offset: int, body: bytes) -> None:
                 index = offset // CHUNK_SIZE
@@ -263,13 +279,17 @@ class CacheClient:
             raise CacheServiceError(f"Unable to finalize cache with key {key}: {fin.get('message', '')}")
         return size
 
-    def _blob_put(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+    def _blob_put(self, url: str, body: bytes | Iterator[bytes], headers: dict[str, str]) -> None:
         try:
             r = self._blob.put(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise CacheServiceError(f"blob upload failed: {exc}") from exc
         if r.status_code >= 300:
             raise CacheServiceError(f"blob upload answered {r.status_code}: {r.text[:300]}")
+
+
+def _is_azure(url: str) -> bool:
+    return (httpx.URL(url).host or "").endswith(".blob.core.windows.net")
 
 
 def _parallel_upload(
@@ -303,45 +323,3 @@ def _parallel_upload(
                 f.cancel()
             raise
     return offset
-
-
-_END = object()
-
-
-def _prefetch(response: httpx.Response, depth: int = 64) -> Iterator[bytes]:
-    """Read the download on its own thread so the network keeps flowing while the consumer extracts."""
-    q: queue.Queue[object] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(item: object) -> bool:
-        # Bounded waits: a consumer that gave up (unsafe archive, error) must not strand this thread.
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def pump() -> None:
-        try:
-            for chunk in response.iter_raw(1024 * 1024):
-                if not offer(chunk):
-                    return
-            offer(_END)
-        except BaseException as exc:  # delivered to the consumer, which re-raises
-            offer(exc)
-        finally:
-            response.close()
-
-    threading.Thread(target=pump, name="download", daemon=True).start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise CacheServiceError(f"archive download failed: {item}") from item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()

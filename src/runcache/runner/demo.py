@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -255,6 +254,8 @@ class Demo:
 
     def _list_and_delete(self, endpoint: Any, repo: str) -> None:
         headers = {"Authorization": f"Bearer {endpoint.token}", "Accept": "application/vnd.github+json"}
+        import httpx  # only the listing step needs it; keeps `runcache --help` quick
+
         with httpx.Client(base_url=endpoint.url, headers=headers, timeout=30) as http:
             rest = http.get(f"/repos/{repo}/actions/caches", params={"per_page": 100})
             if rest.status_code == 200:

@@ -23,8 +23,14 @@ _HASH_BLOCK = 4 * 1024 * 1024
 class RangeWriter:
     """Writes one received range at its offset; the range counts only once `finish` verifies its length."""
 
-    def __init__(self, staging: Staging, upload_id: int, start: int, expected_end: int | None) -> None:
+    def __init__(
+        self, staging: Staging, upload_id: int, start: int, expected_end: int | None, *, digest: bool = False
+    ) -> None:
         self._staging = staging
+        # A body written in order from byte 0 is hashed as it arrives, sparing commit a second read.
+        self._digest = hashlib.sha256() if digest and start == 0 else None
+        if self._digest is None:
+            staging.forget_digest(upload_id)  # before the first byte lands: a recorded hash goes stale
         self._upload_id = upload_id
         self._start = start
         self._offset = start
@@ -34,6 +40,8 @@ class RangeWriter:
     def write(self, data: bytes) -> None:
         if self._expected_end is not None and self._offset + len(data) > self._expected_end:
             raise InvalidRequest("request body is longer than its Content-Range")
+        if self._digest is not None:
+            self._digest.update(data)
         view = memoryview(data)
         while view:
             n = os.pwrite(self._fd, view, self._offset)
@@ -48,6 +56,8 @@ class RangeWriter:
                 f"request body has {self._offset - self._start} bytes but Content-Range announced "
                 f"{self._expected_end - self._start}"
             )
+        if self._digest is not None:
+            self._staging.record_digest(self._upload_id, self._offset, self._digest.hexdigest())
         self._staging.record_range(self._upload_id, self._start, self._offset)
         return self._start, self._offset
 
@@ -112,7 +122,21 @@ class Staging:
         with self._lock:
             (folder / "data").unlink(missing_ok=True)
             (folder / "ranges").unlink(missing_ok=True)
-        return RangeWriter(self, upload_id, 0, None)
+            (folder / "sha256").unlink(missing_ok=True)
+        return RangeWriter(self, upload_id, 0, None, digest=True)
+
+    def record_digest(self, upload_id: int, size: int, sha256: str) -> None:
+        (self._require(upload_id) / "sha256").write_text(f"{size} {sha256}\n")
+
+    def forget_digest(self, upload_id: int) -> None:
+        (self._require(upload_id) / "sha256").unlink(missing_ok=True)
+
+    def _known_digest(self, folder: Path, size: int) -> str | None:
+        try:
+            recorded_size, sha256 = (folder / "sha256").read_text().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        return sha256 if int(recorded_size) == size else None
 
     def record_range(self, upload_id: int, start: int, end: int) -> None:
         if end == start:
@@ -155,21 +179,19 @@ class Staging:
             paths.append(p)
         tmp = folder / "data.assembling"
         offset = 0
+        digest = hashlib.sha256()
+        # One pass that copies and hashes: commit then needs no second read of the archive.
         with open(tmp, "wb") as out:
             for p in paths:
                 with open(p, "rb") as src:
-                    size = os.fstat(src.fileno()).st_size
-                    copied = 0
-                    while copied < size:
-                        # copy_file_range stays in the kernel (and may reflink): no user-space copy.
-                        n = os.copy_file_range(src.fileno(), out.fileno(), size - copied, copied, offset + copied)
-                        if n == 0:
-                            raise OSError(f"short copy from block {p.name}")
-                        copied += n
-                offset += size
+                    while block := src.read(_HASH_BLOCK):
+                        digest.update(block)
+                        out.write(block)
+                        offset += len(block)
         with self._lock:
             os.replace(tmp, folder / "data")
             (folder / "ranges").write_text(f"0 {offset}\n" if offset else "")
+            (folder / "sha256").write_text(f"{offset} {digest.hexdigest()}\n")
         shutil.rmtree(folder / "blocks", ignore_errors=True)
         (folder / "blocks").mkdir()
         return offset
@@ -183,6 +205,9 @@ class Staging:
             data.touch()
         if data.stat().st_size != size:
             raise InvalidRequest(f"staged file has {data.stat().st_size} bytes, expected {size}")
+        known = self._known_digest(folder, size)
+        if known is not None:
+            return data, known
         digest = hashlib.sha256()
         with open(data, "rb") as fh:
             while chunk := fh.read(_HASH_BLOCK):
