@@ -261,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from runcache.client.config import ConfigError
     from runcache.core.errors import InvalidRequest
+    from runcache.store.lock import DataDirInUse
 
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, ConfigError, InvalidRequest) as exc:
+    except (ValueError, OSError, ConfigError, InvalidRequest, DataDirInUse) as exc:
         print(f"runcache: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

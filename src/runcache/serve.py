@@ -10,6 +10,7 @@ import uvicorn
 
 from runcache.config import Settings
 from runcache.server.app import create_app
+from runcache.store.lock import DataDirLock
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,6 +40,9 @@ def announce(settings: Settings, url: str, out=sys.stdout) -> None:
 
 def serve(settings: Settings, *, log_level: str = "info") -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    probe = DataDirLock(settings.data_dir)
+    probe.acquire()  # fail before announcing a URL; the app holds the lock for its lifetime
+    probe.release()
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

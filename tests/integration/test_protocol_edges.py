@@ -401,3 +401,18 @@ def test_github_runtime_tokens_verified_against_jwks(tmp_path: Path) -> None:
         assert denied["ok"] is False and denied["message"].startswith("cache write denied:")
     finally:
         srv.stop()
+
+
+def test_second_server_on_the_same_data_dir_refuses_to_start(server: Server) -> None:
+    import subprocess
+
+    from helpers import RUNCACHE
+
+    r = subprocess.run(
+        [*RUNCACHE, "serve", "--data-dir", str(server.data_dir), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "in use by another runcache server" in r.stderr
+    assert httpx.get(server.url + "/healthz").status_code == 200

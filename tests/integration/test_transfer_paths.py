@@ -9,7 +9,6 @@ import pytest
 
 from helpers import Server
 from runcache.client import transfer
-from runcache.client.archive import rechunk
 from runcache.client.transfer import CHUNK_SIZE, CacheClient
 
 
@@ -26,7 +25,7 @@ def test_multi_chunk_upload_shapes_round_trip(server: Server, monkeypatch, proto
     data = payload(2 * CHUNK_SIZE + 12345)
     sent: list[int] = []
     with CacheClient(server.url, server.token(), protocol) as client:
-        size = client.save("shape-key", "v" * 64, rechunk([data], CHUNK_SIZE), sent.append)
+        size = client.save("shape-key", "v" * 64, iter([data[:1000], data[1000:]]), sent.append)
         assert size == len(data) and sum(sent) == len(data)
         hit = client.lookup(["shape-key"], "v" * 64)
         assert hit is not None and hit.key == "shape-key"

@@ -4,7 +4,6 @@ zstd when a `zstd` binary is on PATH and gzip otherwise (the rule that also pick
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import subprocess
 import tempfile
@@ -78,15 +77,21 @@ def _gzip_iter(src: BinaryIO) -> Iterator[bytes]:
 
 
 def rechunk(stream: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Fixed-size chunks (the last may be short) out of arbitrarily sized pieces."""
-    buf = bytearray()
+    """Fixed-size chunks (the last may be short) out of arbitrarily sized pieces, with one copy per chunk."""
+    parts: list[memoryview] = []
+    have = 0
     for piece in stream:
-        buf += piece
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+        view = memoryview(piece)
+        while view:
+            take = view[: size - have]
+            parts.append(take)
+            have += len(take)
+            view = view[len(take) :]
+            if have == size:
+                yield b"".join(parts)
+                parts, have = [], 0
+    if have:
+        yield b"".join(parts)
 
 
 class IterReader:
@@ -100,14 +105,20 @@ class IterReader:
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bytes | None:
+        # Empty pieces are skipped: only the end of the iterator is the end of the stream.
+        for piece in self._it:
+            if piece:
+                return piece
+        return None
+
     def read(self, n: int = -1) -> bytes:
-        if self._pos >= len(self._buf):
-            self._buf = next(self._it, b"")
-            self._pos = 0
         if n < 0:
             rest = [self._buf[self._pos :], *self._it]
             self._buf, self._pos = b"", 0
             return b"".join(rest)
+        if self._pos >= len(self._buf):
+            self._buf, self._pos = self._next() or b"", 0
         out = self._buf[self._pos : self._pos + n]
         self._pos += len(out)
         return out
@@ -119,8 +130,8 @@ class IterReader:
 
     def peek(self, n: int) -> bytes:
         while len(self._buf) - self._pos < n:
-            more = next(self._it, b"")
-            if not more:
+            more = self._next()
+            if more is None:
                 break
             self._buf = self._buf[self._pos :] + more
             self._pos = 0
@@ -136,7 +147,3 @@ def open_decompressed(raw: IterReader) -> BinaryIO:
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
     raise ArchiveError("archive is neither zstd nor gzip compressed")
-
-
-def is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

@@ -16,12 +16,11 @@ from runcache.client.archive import (
     compression_method,
     create_archive,
     open_decompressed,
-    rechunk,
 )
 from runcache.client.extract import CorruptArchiveError, ExtractLimits, UnsafeArchiveError, extract_tar_stream
 from runcache.client.paths import resolve_cache_paths, restore_roots
 from runcache.client.pipeline import StageError, background
-from runcache.client.transfer import CHUNK_SIZE, CacheClient, CacheServiceError
+from runcache.client.transfer import CacheClient, CacheServiceError
 from runcache.core.errors import InvalidRequest
 from runcache.core.keys import fold, validate_key, validate_lookup_keys
 from runcache.core.version import cache_version
@@ -171,7 +170,7 @@ def save(
     compression = compression_method()
     version = cache_version(lines, compression, windows=os.name == "nt", cross_os=cross_os)
     try:
-        stream = rechunk(create_archive(workspace, members, compression), CHUNK_SIZE)
+        stream = create_archive(workspace, members, compression)
         result.bytes = client.save(key, version, stream, progress)
         result.saved = True
     except (CacheServiceError, ArchiveError, OSError) as exc:

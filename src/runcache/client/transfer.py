@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from runcache.client.archive import rechunk
 from runcache.client.pipeline import background
 
 READ_DENIED = "cache read denied:"
@@ -177,14 +178,16 @@ class CacheClient:
         )
 
     def save(
-        self, key: str, version: str, chunks: Iterable[bytes], progress: Callable[[int], None] | None = None
+        self, key: str, version: str, stream: Iterable[bytes], progress: Callable[[int], None] | None = None
     ) -> int:
-        """Reserve, stream `chunks` (each at most CHUNK_SIZE) up in parallel, commit; returns the size."""
-        if self.protocol == "v2":
-            return self._save_v2(key, version, chunks, progress)
-        return self._save_v1(key, version, chunks, progress)
+        """Reserve, stream the archive pieces up (any sizes; chunked where the protocol needs it), commit.
 
-    def _save_v1(self, key: str, version: str, chunks: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
+        Returns the archive size."""
+        if self.protocol == "v2":
+            return self._save_v2(key, version, stream, progress)
+        return self._save_v1(key, version, stream, progress)
+
+    def _save_v1(self, key: str, version: str, stream: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
         r = self._v1("POST", "caches", json={"key": key, "version": version})
         if r.status_code == 409:
             raise ReserveConflictError(
@@ -211,13 +214,13 @@ class CacheClient:
             if resp.status_code >= 300:
                 raise CacheServiceError(f"chunk upload failed: {resp.status_code} {self._v1_message(resp)}")
 
-        size = _parallel_upload(chunks, put, progress)
+        size = _parallel_upload(rechunk(stream, CHUNK_SIZE), put, progress)
         r = self._v1("POST", f"caches/{cache_id}", json={"size": size})
         if r.status_code >= 300:
             raise CacheServiceError(f"commit failed: {r.status_code} {self._v1_message(r)}")
         return size
 
-    def _save_v2(self, key: str, version: str, chunks: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
+    def _save_v2(self, key: str, version: str, stream: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
         data = self._twirp("CreateCacheEntry", {"key": key, "version": version})
         if not data.get("ok"):
             msg = data.get("message", "")
@@ -227,10 +230,7 @@ class CacheClient:
                 f"Unable to reserve cache with key {key}, another job may be creating this cache. {msg}".rstrip()
             )
         url = data.get("signed_upload_url") or data.get("signedUploadUrl")
-        iterator = iter(chunks)
-        first = next(iterator, b"")
-        second = next(iterator, None)
-        if second is not None and not _is_azure(url):
+        if not _is_azure(url):
             # A runcache blob URL takes one streamed Put Blob: the server writes and hashes it as it
             # arrives, where staged blocks would cost it a second copy and a second read at commit.
             # Real Azure Storage needs a Content-Length on Put Blob, so it gets blocks below.
@@ -238,7 +238,7 @@ class CacheClient:
 
             def body() -> Iterator[bytes]:
                 nonlocal sent
-                for piece in itertools.chain((first, second), iterator):
+                for piece in stream:
                     sent += len(piece)
                     yield piece
                     if progress:
@@ -246,37 +246,34 @@ class CacheClient:
 
             self._blob_put(url, body(), {"x-ms-blob-type": "BlockBlob"})
             size = sent
-        elif second is None:
-            # One chunk: a single Put Blob, as the Azure SDK does for small files.
-            self._blob_put(url, first, {"x-ms-blob-type": "BlockBlob"})
-            size = len(first)
-            if progress:
-                progress(size)
         else:
-            prefix = uuid.uuid4().hex
-
-            def put(offset: int, body: bytes) -> None:
-                index = offset // CHUNK_SIZE
-                block_id = base64.b64encode(f"{prefix}{index:012d}".encode()).decode()
-                self._blob_put(f"{url}&comp=block&blockid={quote(block_id, safe='')}", body, {})
-
-            def all_chunks() -> Iterator[bytes]:
-                yield first
-                yield second
-                yield from iterator
-
-            size = _parallel_upload(all_chunks(), put, progress, expect_full_chunks=True)
-            count = (size + CHUNK_SIZE - 1) // CHUNK_SIZE
-            block_ids = [base64.b64encode(f"{prefix}{i:012d}".encode()).decode() for i in range(count)]
-            xml = (
-                '<?xml version="1.0" encoding="utf-8"?><BlockList>'
-                + "".join(f"<Latest>{b}</Latest>" for b in block_ids)
-                + "</BlockList>"
-            )
-            self._blob_put(f"{url}&comp=blocklist", xml.encode(), {"Content-Type": "application/xml"})
+            size = self._put_blocks(url, rechunk(stream, CHUNK_SIZE), progress)
         fin = self._twirp("FinalizeCacheEntryUpload", {"key": key, "version": version, "size_bytes": str(size)})
         if not fin.get("ok"):
             raise CacheServiceError(f"Unable to finalize cache with key {key}: {fin.get('message', '')}")
+        return size
+
+    def _put_blocks(self, url: str, chunks: Iterator[bytes], progress: Callable[[int], None] | None) -> int:
+        """What the Azure SDK does: one Put Blob when it fits a chunk, else parallel Put Block + Put Block List."""
+        first = next(chunks, b"")
+        second = next(chunks, None)
+        if second is None:
+            self._blob_put(url, first, {"x-ms-blob-type": "BlockBlob"})
+            if progress:
+                progress(len(first))
+            return len(first)
+        prefix = uuid.uuid4().hex
+
+        def block_id(index: int) -> str:
+            return base64.b64encode(f"{prefix}{index:012d}".encode()).decode()
+
+        def put(offset: int, body: bytes) -> None:
+            self._blob_put(f"{url}&comp=block&blockid={quote(block_id(offset // CHUNK_SIZE), safe='')}", body, {})
+
+        size = _parallel_upload(itertools.chain((first, second), chunks), put, progress, expect_full_chunks=True)
+        listed = "".join(f"<Latest>{block_id(i)}</Latest>" for i in range((size + CHUNK_SIZE - 1) // CHUNK_SIZE))
+        xml = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{listed}</BlockList>'
+        self._blob_put(f"{url}&comp=blocklist", xml.encode(), {"Content-Type": "application/xml"})
         return size
 
     def _blob_put(self, url: str, body: bytes | Iterator[bytes], headers: dict[str, str]) -> None:

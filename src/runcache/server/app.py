@@ -26,6 +26,7 @@ from runcache.server import blob, rest, twirp, v1, web
 from runcache.server.common import AppState
 from runcache.service import CacheService
 from runcache.store.disk import DiskBlobStore
+from runcache.store.lock import DataDirLock
 from runcache.store.metadata import MetadataStore
 from runcache.store.staging import Staging
 
@@ -81,6 +82,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        lock = DataDirLock(settings.data_dir)
+        lock.acquire()
         await run_in_threadpool(service.recover)
         task = asyncio.create_task(_janitor(service, settings.janitor_interval))
         try:
@@ -88,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             task.cancel()
             service.metadata.close()
+            lock.release()
 
     app = Starlette(
         routes=[Route("/healthz", health), *v1.routes, *twirp.routes, *rest.routes, *web.routes, *blob.routes],
