@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import jwt
 
@@ -20,37 +21,39 @@ class TokenIssuer:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def issue(
-        self, *, repository: str, scopes: tuple[Scope, ...], ttl_seconds: int = 6 * 3600, subject: str = "job"
-    ) -> str:
-        if "/" not in repository.strip("/"):
-            raise ValueError(f"repository must look like OWNER/NAME, got {repository!r}")
+    def _encode(self, audience: str, subject: str, ttl_seconds: int, **claims: object) -> str:
         now = int(time.time())
-        claims = {
+        registered = {
             "iss": ISSUER,
-            "aud": JOB_AUDIENCE,
+            "aud": audience,
             "sub": subject,
             "iat": now,
             "nbf": now - 5,
             "exp": now + int(ttl_seconds),
             "jti": uuid.uuid4().hex,
-            "repository": repository.strip("/"),
-            "ac": scopes_to_ac(scopes),
         }
-        return jwt.encode(claims, self._key, algorithm="HS256")
+        return jwt.encode({**registered, **claims}, self._key, algorithm="HS256")
 
-    def verify(self, token: str) -> Identity:
+    def _decode(self, token: str, audience: str, required: list[str]) -> dict[str, Any]:
+        # The audience keeps job and management tokens apart although one key signs both.
         try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=["HS256"],
-                audience=JOB_AUDIENCE,
-                issuer=ISSUER,
-                options={"require": ["exp", "iat", "repository"]},
+            return jwt.decode(
+                token, self._key, algorithms=["HS256"], audience=audience, issuer=ISSUER, options={"require": required}
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from exc
+
+    def issue(
+        self, *, repository: str, scopes: tuple[Scope, ...], ttl_seconds: int = 6 * 3600, subject: str = "job"
+    ) -> str:
+        if "/" not in repository.strip("/"):
+            raise ValueError(f"repository must look like OWNER/NAME, got {repository!r}")
+        return self._encode(
+            JOB_AUDIENCE, subject, ttl_seconds, repository=repository.strip("/"), ac=scopes_to_ac(scopes)
+        )
+
+    def verify(self, token: str) -> Identity:
+        claims = self._decode(token, JOB_AUDIENCE, ["exp", "iat", "repository"])
         return Identity(
             repository=claims["repository"], scopes=scopes_from_ac(claims.get("ac")), subject=str(claims.get("sub", ""))
         )
@@ -75,37 +78,17 @@ class TokenIssuer:
             raise ValueError(f"repository must look like OWNER/NAME, got {repository!r}")
         if org is not None and (not org or "/" in org):
             raise ValueError(f"org must be an owner name, got {org!r}")
-        now = int(time.time())
-        claims: dict[str, object] = {
-            "iss": ISSUER,
-            "aud": ADMIN_AUDIENCE,
-            "sub": subject,
-            "iat": now,
-            "nbf": now - 5,
-            "exp": now + int(ttl_seconds),
-            "jti": uuid.uuid4().hex,
-            "perm": permission,
-        }
+        claims: dict[str, object] = {"perm": permission}
         if repository is not None:
             claims["repository"] = repository
         elif org is not None:
             claims["org"] = org
         else:
             claims["site"] = True
-        return jwt.encode(claims, self._key, algorithm="HS256")
+        return self._encode(ADMIN_AUDIENCE, subject, ttl_seconds, **claims)
 
     def verify_admin(self, token: str) -> Principal:
-        try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=["HS256"],
-                audience=ADMIN_AUDIENCE,
-                issuer=ISSUER,
-                options={"require": ["exp", "iat", "perm"]},
-            )
-        except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"invalid token: {exc}") from exc
+        claims = self._decode(token, ADMIN_AUDIENCE, ["exp", "iat", "perm"])
         level = LEVELS.get(claims["perm"])
         repository, org, site = claims.get("repository"), claims.get("org"), claims.get("site") is True
         if level is None or sum([isinstance(repository, str), isinstance(org, str), site]) != 1:
