@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -30,8 +33,10 @@ def announce(settings: Settings, url: str, out=sys.stdout) -> None:
     print(f"  ACTIONS_CACHE_URL={url}/", file=out)
     print(f"  ACTIONS_RESULTS_URL={url}/", file=out)
     print("  ACTIONS_CACHE_SERVICE_V2=true", file=out)
+    # A fresh clone has runcache only in its venv: show the command that works from here.
+    command = "runcache" if shutil.which("runcache") else os.path.relpath(Path(sys.executable).parent / "runcache")
     print(
-        "  ACTIONS_RUNTIME_TOKEN=$(runcache token --data-dir "
+        f"  ACTIONS_RUNTIME_TOKEN=$({command} token --data-dir "
         f"{settings.data_dir} --repo OWNER/NAME --ref refs/heads/main)",
         file=out,
     )
