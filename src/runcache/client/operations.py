@@ -93,7 +93,9 @@ def restore(
     cross_os: bool = False,
     limits: ExtractLimits | None = None,
     progress: Progress | None = None,
+    cwd: Path | None = None,
 ) -> RestoreResult:
+    """`cwd` is where relative patterns resolve (the action's working directory); default the process's."""
     started = time.monotonic()
     lines = path_lines(paths)
     keys = validate_lookup_keys([key, *restore_keys])
@@ -115,7 +117,7 @@ def restore(
         extract_tar_stream(
             IterReader(decompressed),
             workspace=workspace,
-            allowed_roots=restore_roots(lines),
+            allowed_roots=restore_roots(lines, cwd),
             limits=limits or ExtractLimits(),
             before_commit=download.verify,
         )
@@ -154,12 +156,13 @@ def save(
     workspace: Path,
     cross_os: bool = False,
     progress: Progress | None = None,
+    cwd: Path | None = None,
 ) -> SaveResult:
     started = time.monotonic()
     lines = path_lines(paths)
     validate_key(key)
     result = SaveResult(key=key)
-    members = resolve_cache_paths(lines, workspace)
+    members = resolve_cache_paths(lines, workspace, cwd)
     result.paths = members
     if not members:
         result.warning = (

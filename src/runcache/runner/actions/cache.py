@@ -10,7 +10,6 @@ inputs, outputs, state, post-step rules and log lines (restoreImpl.ts / saveImpl
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 
@@ -114,7 +113,7 @@ def restore_main(ctx: ActionContext, *, combined: bool) -> None:
     meter = _Meter(ctx, "downloading")
     try:
         # The action runs with the workspace as its working directory; relative paths resolve there.
-        with contextlib.chdir(ctx.workspace), ctx.cache.client() as client:
+        with ctx.cache.client() as client:
             result = restore(
                 client,
                 paths=paths,
@@ -124,6 +123,7 @@ def restore_main(ctx: ActionContext, *, combined: bool) -> None:
                 lookup_only=lookup_only,
                 cross_os=cross_os,
                 progress=meter,
+                cwd=ctx.workspace,
             )
     except InvalidRequest as exc:
         record.result, record.message = "failed", str(exc)
@@ -189,7 +189,7 @@ def save_impl(ctx: ActionContext, *, combined: bool) -> bool | None:
         paths = ctx.get_multiline("path", required=True)
         record.paths = paths
         meter = _Meter(ctx, "uploading")
-        with contextlib.chdir(ctx.workspace), ctx.cache.client() as client:
+        with ctx.cache.client() as client:
             result = save(
                 client,
                 paths=paths,
@@ -197,6 +197,7 @@ def save_impl(ctx: ActionContext, *, combined: bool) -> bool | None:
                 workspace=ctx.workspace,
                 cross_os=ctx.get_bool("enableCrossOsArchive"),
                 progress=meter,
+                cwd=ctx.workspace,
             )
     except (InvalidRequest, ActionFailed) as exc:
         ctx.warning(str(exc))
