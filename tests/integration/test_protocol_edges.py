@@ -416,3 +416,47 @@ def test_second_server_on_the_same_data_dir_refuses_to_start(server: Server) -> 
     )
     assert r.returncode == 2 and "in use by another runcache server" in r.stderr
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_github_runtime_tokens_verified_against_a_jwks_url(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "url-kid", "alg": "RS256", "use": "sig"})
+    body = json.dumps({"keys": [jwk]}).encode()
+    fetched: list[str] = []
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/.well-known/jwks"
+    issuer = "https://ghes.example/_services/token"
+    srv = Server(tmp_path / "d", extra_args=["--github-jwks-url", url, "--github-issuer", issuer]).start()
+    try:
+        now = int(time.time())
+        claims = {
+            "iss": issuer,
+            "iat": now,
+            "exp": now + 600,
+            "repository_id": 42,
+            "ac": json.dumps([{"Scope": "refs/heads/main", "Permission": 3}]),
+        }
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "url-kid"})
+        v2_save(srv, token, "ghes-key", b"from a GHES token")
+        assert httpx.get(v2_url(srv, token, "ghes-key")).content == b"from a GHES token"
+        assert fetched and fetched[0] == "/.well-known/jwks"
+        wrong = jwt.encode({**claims, "iss": "https://other"}, key, algorithm="RS256", headers={"kid": "url-kid"})
+        assert twirp(srv, "CreateCacheEntry", {"key": "x", "version": VERSION}, wrong).status_code == 401
+    finally:
+        srv.stop()
+        httpd.shutdown()
