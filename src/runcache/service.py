@@ -141,8 +141,11 @@ class CacheService:
             raise InvalidRequest(f"size must not be negative, got {size}")
         if entry.declared_size is not None and entry.declared_size >= 0 and entry.declared_size != size:
             raise InvalidRequest(f"commit size {size} differs from the reserved cacheSize {entry.declared_size}")
-        path, sha256 = self.staging.finalize(entry.id, size)
-        self.blobs.put_file(str(entry.id), path, size=size, sha256=sha256)
+        paths, sha256 = self.staging.finalize(entry.id, size)
+        if len(paths) == 1:
+            self.blobs.put_file(str(entry.id), paths[0], size=size, sha256=sha256)
+        else:
+            self.blobs.put_parts(str(entry.id), paths, size=size, sha256=sha256)
         try:
             committed = self.metadata.commit(entry.id, size=size, sha256=sha256)
         except Exception:

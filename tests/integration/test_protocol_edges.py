@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -460,3 +461,27 @@ def test_github_runtime_tokens_verified_against_a_jwks_url(tmp_path: Path) -> No
     finally:
         srv.stop()
         httpd.shutdown()
+
+
+def test_block_uploaded_blob_serves_ranges_across_its_parts(server: Server) -> None:
+    tok = server.token()
+    url = twirp(server, "CreateCacheEntry", {"key": "parts", "version": VERSION}, tok).json()["signed_upload_url"]
+    parts = [bytes([i]) * 1000 for i in range(5)]
+    ids = [base64.b64encode(f"part-{i:04d}".encode()).decode() for i in range(5)]
+    for bid, body in zip(ids, parts, strict=True):
+        assert httpx.put(url + "&comp=block&blockid=" + bid, content=body).status_code == 201
+    xml = "<BlockList>" + "".join(f"<Latest>{b}</Latest>" for b in ids) + "</BlockList>"
+    assert httpx.put(url + "&comp=blocklist", content=xml).status_code == 201
+    fin = twirp(server, "FinalizeCacheEntryUpload", {"key": "parts", "version": VERSION, "size_bytes": "5000"}, tok)
+    assert fin.json()["ok"], fin.text
+    data = b"".join(parts)
+    down = v2_url(server, tok, "parts")
+    r = httpx.get(down)
+    assert r.content == data and r.headers["content-length"] == "5000"
+    assert r.headers["x-ms-meta-sha256"] == hashlib.sha256(data).hexdigest()
+    r = httpx.get(down, headers={"Range": "bytes=990-3010"})
+    assert r.status_code == 206 and r.content == data[990:3011] and r.headers["content-range"] == "bytes 990-3010/5000"
+    r = httpx.get(down, headers={"x-ms-range": "bytes=-1500"})
+    assert r.status_code == 206 and r.content == data[3500:]
+    assert httpx.head(down).headers["content-length"] == "5000"
+    assert httpx.get(down, headers={"Range": "bytes=0-1,4-5"}).status_code == 400

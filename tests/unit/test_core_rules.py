@@ -9,7 +9,7 @@ import pytest
 from runcache.core.errors import IncompleteUpload, InvalidRequest, ReadDenied, WriteDenied
 from runcache.core.keys import validate_key, validate_lookup_keys, validate_version
 from runcache.core.matching import Candidate, find_match, lookup_prefixes
-from runcache.core.ranges import check_complete, parse_content_range
+from runcache.core.ranges import RangeNotSatisfiable, check_complete, parse_content_range, parse_range
 from runcache.core.scopes import Identity, Scope, build_scopes, normalize_ref, scopes_from_ac, scopes_to_ac
 from runcache.core.version import GZIP, ZSTD, cache_version
 
@@ -197,3 +197,17 @@ def test_check_complete_finds_holes_and_overruns() -> None:
         check_complete([(0, 50)], 100)
     with pytest.raises(IncompleteUpload, match="declared size is 100"):
         check_complete([(0, 120)], 100)
+
+
+def test_parse_range_forms_and_limits() -> None:
+    assert parse_range("bytes=0-9", 100) == (0, 10)
+    assert parse_range("bytes=90-", 100) == (90, 100)
+    assert parse_range("bytes=95-200", 100) == (95, 100)
+    assert parse_range("bytes=-10", 100) == (90, 100)
+    assert parse_range("bytes=-500", 100) == (0, 100)
+    for unsatisfiable in ("bytes=100-", "bytes=5-4", "bytes=-0"):
+        with pytest.raises(RangeNotSatisfiable):
+            parse_range(unsatisfiable, 100)
+    for malformed in ("bytes=", "bytes=a-b", "bytes=0-1,5-6", "items=0-1"):
+        with pytest.raises(InvalidRequest):
+            parse_range(malformed, 100)

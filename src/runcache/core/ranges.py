@@ -25,6 +25,31 @@ def parse_content_range(value: str | None) -> tuple[int, int]:
     return start, end + 1
 
 
+_RANGE = re.compile(r"^\s*bytes=(\d*)-(\d*)\s*$")
+
+
+class RangeNotSatisfiable(InvalidRequest):
+    pass
+
+
+def parse_range(value: str, size: int) -> tuple[int, int]:
+    """One `bytes=a-b`, `bytes=a-` or `bytes=-n` range over `size` bytes, as a half-open (start, end)."""
+    m = _RANGE.match(value)
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise InvalidRequest(f"malformed or multiple range {value!r}; one bytes=<start>-<end> range is served")
+    first, last = m.group(1), m.group(2)
+    if first == "":
+        length = int(last)
+        if length == 0 or size == 0:
+            raise RangeNotSatisfiable(f"range {value!r} selects nothing of {size} bytes")
+        return max(0, size - length), size
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or end < start:
+        raise RangeNotSatisfiable(f"range {value!r} is outside the {size} bytes")
+    return start, end + 1
+
+
 def check_complete(ranges: Iterable[tuple[int, int]], size: int) -> None:
     """The received ranges must cover [0, size) with no hole and nothing past the end.
 

@@ -6,16 +6,19 @@ import email.utils
 import logging
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
+from pathlib import Path
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from runcache.auth.signing import DOWNLOAD, UPLOAD
 from runcache.core.errors import CacheError, InvalidRequest, NotFound
+from runcache.core.ranges import RangeNotSatisfiable, parse_range
 from runcache.server.common import ACCOUNT, ARCHIVES, UPLOADS, state
 from runcache.server.errors import classify
 from runcache.server.streams import receive_into
@@ -127,15 +130,34 @@ def _parse_block_list(body: bytes) -> list[str]:
     return ids
 
 
-class _RangedFile(FileResponse):
-    chunk_size = 1024 * 1024
+_READ = 1024 * 1024
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The Azure SDKs ask with x-ms-range; serve it exactly like a standard Range header.
-        headers = dict(scope["headers"])
-        if b"x-ms-range" in headers and b"range" not in headers:
-            scope = {**scope, "headers": [*scope["headers"], (b"range", headers[b"x-ms-range"])]}
-        await super().__call__(scope, receive, send)
+
+def _open_parts(paths: list[Path]) -> list[tuple[Path, int]]:
+    return [(p, p.stat().st_size) for p in paths]
+
+
+async def _stream(parts: list[tuple[Path, int]], start: int, end: int) -> AsyncIterator[bytes]:
+    """Bytes [start, end) of the parts laid end to end, read off the event loop a MiB at a time."""
+    offset = 0
+    for path, size in parts:
+        lo, hi = max(start, offset), min(end, offset + size)
+        if lo < hi:
+            fh = await anyio.open_file(path, "rb")
+            try:
+                await fh.seek(lo - offset)
+                remaining = hi - lo
+                while remaining:
+                    chunk = await fh.read(min(_READ, remaining))
+                    if not chunk:
+                        raise OSError(f"{path} is shorter than recorded")
+                    remaining -= len(chunk)
+                    yield chunk
+            finally:
+                await fh.aclose()
+        offset += size
+        if offset >= end:
+            return
 
 
 @blob_errors
@@ -143,13 +165,36 @@ async def get(request: Request) -> Response:
     entry_id = _checked_id(request, ARCHIVES, DOWNLOAD)
     svc = state(request).service
     entry = await run_in_threadpool(svc.entry_for_download, entry_id)
-    path = svc.blobs.local_path(str(entry.id))
-    if path is None:
+    paths = await run_in_threadpool(svc.blobs.parts, str(entry.id))
+    if paths is None:
         raise NotFound("The specified blob does not exist.")
-    headers = {**_azure_headers(), "Accept-Ranges": "bytes", "x-ms-blob-type": "BlockBlob"}
+    parts = await run_in_threadpool(_open_parts, paths)
+    total = sum(size for _, size in parts)
+    headers = {
+        **_azure_headers(),
+        "Accept-Ranges": "bytes",
+        "x-ms-blob-type": "BlockBlob",
+        "Last-Modified": email.utils.format_datetime(entry.created_at.replace(tzinfo=UTC), usegmt=True),
+    }
     if entry.sha256:
         headers["x-ms-meta-sha256"] = entry.sha256
-    return _RangedFile(path, media_type="application/octet-stream", headers=headers)
+        headers["ETag"] = f'"{entry.sha256[:32]}"'
+    # The Azure SDKs ask with x-ms-range; it means exactly what a Range header does.
+    wanted = request.headers.get("x-ms-range") or request.headers.get("range")
+    start, end, status = 0, total, 200
+    if wanted:
+        try:
+            start, end = parse_range(wanted, total)
+        except RangeNotSatisfiable as exc:
+            return Response(str(exc), status_code=416, headers={**headers, "Content-Range": f"bytes */{total}"})
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(b"", status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(
+        _stream(parts, start, end), status_code=status, headers=headers, media_type="application/octet-stream"
+    )
 
 
 routes = [

@@ -21,8 +21,11 @@ class BlobStore(Protocol):
     def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
         """Take ownership of a fully written local file (which may be moved) as blob `name`."""
 
-    def local_path(self, name: str) -> Path | None:
-        """A path to serve the blob from directly (sendfile, ranges), or None if not local."""
+    def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
+        """Take ownership of ordered local files whose concatenation is blob `name`."""
+
+    def parts(self, name: str) -> list[Path] | None:
+        """The blob's local files in order (one for a single-file blob), or None."""
 
     def contains(self, name: str) -> bool: ...
 

@@ -1,12 +1,16 @@
-"""Local-disk blob store: one file per blob under `<root>/<shard>/<name>`, written by atomic rename."""
+"""Local-disk blob store under `<root>/<shard>/`: a blob is one file `<name>`, or, when it arrived as
+Azure blocks, a folder `<name>.parts/` of its blocks in order. Both become visible by one atomic rename."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 from runcache.store.blobs import BlobStats
+
+_PARTS = ".parts"
 
 
 class DiskBlobStore:
@@ -15,9 +19,13 @@ class DiskBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
+        if not name or "/" in name or name.startswith(".") or name.endswith(_PARTS):
             raise ValueError(f"invalid blob name {name!r}")
         return self.root / name[-2:].rjust(2, "0") / name
+
+    def _parts_dir(self, name: str) -> Path:
+        p = self._path(name)
+        return p.with_name(p.name + _PARTS)
 
     def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
         if path.stat().st_size != size:
@@ -27,25 +35,60 @@ class DiskBlobStore:
         # rename is atomic on one file system: a reader sees the whole blob or none.
         os.replace(path, target)
 
+    def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
+        """Keep staged blocks as they are, in order: no second copy of the archive on commit."""
+        if sum(p.stat().st_size for p in paths) != size:
+            raise ValueError(f"blob {name}: parts do not add up to {size} bytes")
+        target = self._parts_dir(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for index, p in enumerate(paths):
+            os.replace(p, tmp / f"{index:06d}")
+        os.replace(tmp, target)
+
     def local_path(self, name: str) -> Path | None:
         p = self._path(name)
         return p if p.is_file() else None
 
+    def parts(self, name: str) -> list[Path] | None:
+        """The blob's files in order: one for a single-file blob; None when there is no such blob."""
+        single = self.local_path(name)
+        if single is not None:
+            return [single]
+        folder = self._parts_dir(name)
+        if not folder.is_dir():
+            return None
+        return sorted(folder.iterdir())
+
     def contains(self, name: str) -> bool:
-        return self._path(name).is_file()
+        return self._path(name).is_file() or self._parts_dir(name).is_dir()
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(name).unlink()
+        shutil.rmtree(self._parts_dir(name), ignore_errors=True)
 
     def names(self) -> list[str]:
-        return [p.name for shard in self.root.iterdir() if shard.is_dir() for p in shard.iterdir() if p.is_file()]
+        out = []
+        for shard in self.root.iterdir():
+            if not shard.is_dir():
+                continue
+            for p in shard.iterdir():
+                if p.name.startswith("."):
+                    # A parts folder left half-built by a crash: never visible, safe to drop.
+                    shutil.rmtree(p, ignore_errors=True)
+                elif p.is_file():
+                    out.append(p.name)
+                elif p.name.endswith(_PARTS):
+                    out.append(p.name[: -len(_PARTS)])
+        return out
 
     def stats(self) -> BlobStats:
         count = total = 0
-        for shard in self.root.iterdir():
-            if shard.is_dir():
-                for p in shard.iterdir():
-                    count += 1
-                    total += p.stat().st_size
+        for name in self.names():
+            parts = self.parts(name) or []
+            count += 1
+            total += sum(p.stat().st_size for p in parts)
         return BlobStats(count, total)

@@ -31,6 +31,7 @@ class RangeWriter:
         self._digest = hashlib.sha256() if digest and start == 0 else None
         if self._digest is None:
             staging.forget_digest(upload_id)  # before the first byte lands: a recorded hash goes stale
+        (staging.folder(upload_id) / "blocklist").unlink(missing_ok=True)  # bytes now go to `data`
         self._upload_id = upload_id
         self._start = start
         self._offset = start
@@ -123,6 +124,7 @@ class Staging:
             (folder / "data").unlink(missing_ok=True)
             (folder / "ranges").unlink(missing_ok=True)
             (folder / "sha256").unlink(missing_ok=True)
+            (folder / "blocklist").unlink(missing_ok=True)
         return RangeWriter(self, upload_id, 0, None, digest=True)
 
     def record_digest(self, upload_id: int, size: int, sha256: str) -> None:
@@ -166,53 +168,69 @@ class Staging:
 
     def block_writer(self, upload_id: int, block_id: str) -> BlockWriter:
         folder = self._require(upload_id)
+        with self._lock:
+            # A block after a block list reopens the upload: it must be listed again before commit.
+            for stale in ("blocklist", "sha256", "ranges"):
+                (folder / stale).unlink(missing_ok=True)
         return BlockWriter(folder / "blocks" / self.block_name(block_id))
 
     def commit_blocks(self, upload_id: int, block_ids: list[str]) -> int:
-        """Concatenate the listed blocks in list order into `data`; unlisted blocks are dropped."""
+        """Put Block List: the listed blocks, in list order, are the blob; unlisted blocks are dropped.
+
+        The blocks stay where they are (the blob store keeps them as ordered parts); one read computes
+        the SHA-256 now, so commit needs neither a concatenated copy nor another read.
+        """
         folder = self._require(upload_id)
-        paths = []
-        for bid in block_ids:
-            p = folder / "blocks" / self.block_name(bid)
+        blocks = folder / "blocks"
+        names = [self.block_name(bid) for bid in block_ids]
+        if len(set(names)) != len(names):
+            # The same block twice would need a copy; no client does it, so refuse rather than duplicate.
+            raise InvalidRequest("a block may appear only once in the block list")
+        digest = hashlib.sha256()
+        total = 0
+        for bid, name in zip(block_ids, names, strict=True):
+            p = blocks / name
             if not p.is_file():
                 raise InvalidRequest(f"block {bid} was never uploaded")
-            paths.append(p)
-        tmp = folder / "data.assembling"
-        offset = 0
-        digest = hashlib.sha256()
-        # One pass that copies and hashes: commit then needs no second read of the archive.
-        with open(tmp, "wb") as out:
-            for p in paths:
-                with open(p, "rb") as src:
-                    while block := src.read(_HASH_BLOCK):
-                        digest.update(block)
-                        out.write(block)
-                        offset += len(block)
+            with open(p, "rb") as src:
+                while block := src.read(_HASH_BLOCK):
+                    digest.update(block)
+                    total += len(block)
         with self._lock:
-            os.replace(tmp, folder / "data")
-            (folder / "ranges").write_text(f"0 {offset}\n" if offset else "")
-            (folder / "sha256").write_text(f"{offset} {digest.hexdigest()}\n")
-        shutil.rmtree(folder / "blocks", ignore_errors=True)
-        (folder / "blocks").mkdir()
-        return offset
+            listed = set(names)
+            for p in blocks.iterdir():
+                if p.name not in listed:
+                    p.unlink(missing_ok=True)
+            (folder / "data").unlink(missing_ok=True)
+            (folder / "blocklist").write_text("".join(f"{n}\n" for n in names))
+            (folder / "ranges").write_text(f"0 {total}\n" if total else "")
+            (folder / "sha256").write_text(f"{total} {digest.hexdigest()}\n")
+        return total
 
-    def finalize(self, upload_id: int, size: int) -> tuple[Path, str]:
-        """Prove the upload is exactly `size` bytes with no holes; return the data file and its SHA-256."""
+    def finalize(self, upload_id: int, size: int) -> tuple[list[Path], str]:
+        """Prove the upload is exactly `size` bytes with no holes; return its files in order and its SHA-256."""
         folder = self._require(upload_id)
         check_complete(self.ranges(upload_id), size)
-        data = folder / "data"
-        if size == 0:
-            data.touch()
-        if data.stat().st_size != size:
-            raise InvalidRequest(f"staged file has {data.stat().st_size} bytes, expected {size}")
+        listing = folder / "blocklist"
+        if listing.exists():
+            paths = [folder / "blocks" / n for n in listing.read_text().split()]
+        else:
+            data = folder / "data"
+            if size == 0:
+                data.touch()
+            paths = [data]
+        actual = sum(p.stat().st_size for p in paths)
+        if actual != size:
+            raise InvalidRequest(f"staged upload has {actual} bytes, expected {size}")
         known = self._known_digest(folder, size)
         if known is not None:
-            return data, known
+            return paths, known
         digest = hashlib.sha256()
-        with open(data, "rb") as fh:
-            while chunk := fh.read(_HASH_BLOCK):
-                digest.update(chunk)
-        return data, digest.hexdigest()
+        for p in paths:
+            with open(p, "rb") as fh:
+                while chunk := fh.read(_HASH_BLOCK):
+                    digest.update(chunk)
+        return paths, digest.hexdigest()
 
     def discard(self, upload_id: int) -> None:
         shutil.rmtree(self.folder(upload_id), ignore_errors=True)
