@@ -24,6 +24,7 @@ from runcache.core.matching import find_match, lookup_prefixes
 from runcache.core.scopes import Identity
 from runcache.store.blobs import BlobStore
 from runcache.store.metadata import EntryInfo, MetadataStore, utcnow
+from runcache.store.models import COMMITTED, UPLOADING
 from runcache.store.staging import Staging
 
 log = logging.getLogger("runcache.service")
@@ -76,7 +77,7 @@ class CacheService:
 
     def entry_for_download(self, entry_id: int) -> EntryInfo:
         entry = self.metadata.get(entry_id)
-        if entry is None or entry.state != "committed" or not self.blobs.contains(str(entry_id)):
+        if entry is None or entry.state != COMMITTED or not self.blobs.contains(str(entry_id)):
             raise NotFound(f"no cache entry with id {entry_id}")
         return entry
 
@@ -109,14 +110,8 @@ class CacheService:
 
     def upload_for(self, identity: Identity, upload_id: int) -> EntryInfo:
         """The caller's own in-progress upload, or NotFound (other repositories' ids are not revealed)."""
-        entry = self.metadata.get(upload_id)
-        if (
-            entry is None
-            or entry.state != "uploading"
-            or entry.repository != identity.repository
-            or entry.scope != identity.write_scope
-            or not self.staging.exists(upload_id)
-        ):
+        entry = self.upload_open(upload_id)
+        if entry.repository != identity.repository or entry.scope != identity.write_scope:
             raise NotFound(f"no upload in progress with id {upload_id}")
         return entry
 
@@ -132,7 +127,7 @@ class CacheService:
     def upload_open(self, upload_id: int) -> EntryInfo:
         """Upload target for a signed URL (the signature already proved who may write it)."""
         entry = self.metadata.get(upload_id)
-        if entry is None or entry.state != "uploading" or not self.staging.exists(upload_id):
+        if entry is None or entry.state != UPLOADING or not self.staging.exists(upload_id):
             raise NotFound(f"no upload in progress with id {upload_id}")
         return entry
 

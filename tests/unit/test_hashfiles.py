@@ -396,14 +396,14 @@ def test_unreadable_directory_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ws = tmp_path / "ws"
     write(ws / "locked" / "x")
     write(ws / "other" / "y")
-    real = client._sorted_entries
+    real = client.sorted_entries
 
     def sorted_entries(path: str) -> list[os.DirEntry[str]]:
         if path.endswith("/locked"):  # as readdir on a mode-000 directory does (root ignores modes)
             raise PermissionError(13, "Permission denied", path)
         return real(path)
 
-    monkeypatch.setattr(client, "_sorted_entries", sorted_entries)
+    monkeypatch.setattr(client, "sorted_entries", sorted_entries)
     with pytest.raises(HashFilesError, match="Permission denied"):
         hash_files(["**"], ws)
     assert hash_files(["other/**"], ws) == expected_hash(ws / "other" / "y")  # never descended: no error

@@ -37,7 +37,7 @@ from runcache.core.hashfiles import (
     to_js,
 )
 
-__all__ = ["HashFilesError", "hash_files", "list_hashed_files"]
+__all__ = ["HashFilesError", "hash_files", "homedir_js", "list_hashed_files", "sorted_entries"]
 
 # One read buffer per worker: os.read(fd, big) would malloc (and for 1 MiB, mmap) a
 # fresh buffer for every small file; readv into a reused one avoids that.
@@ -57,7 +57,7 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY"
 _Candidate: TypeAlias = tuple[str, bool]
 
 
-def _homedir_js() -> str:
+def homedir_js() -> str:
     # node's os.homedir(): $HOME when set, even if empty (which then fails), else passwd.
     home = os.environ.get("HOME")
     if home is None:
@@ -84,7 +84,7 @@ def _join(base: str, name: str) -> str:
     return "/" + name if base == "/" else base + "/" + name
 
 
-def _sorted_entries(path: str) -> list[os.DirEntry[str]]:
+def sorted_entries(path: str) -> list[os.DirEntry[str]]:
     with os.scandir(path) as it:
         entries = list(it)
     # strcmp order. For ASCII the str order is the same and much cheaper; code point order
@@ -179,7 +179,7 @@ def _walk(plan: GlobPlan, workspace: str, follow: bool) -> Iterator[_Candidate]:
                 if not may_hold_workspace_files(norm):
                     continue
                 try:
-                    entries = _sorted_entries(path)
+                    entries = sorted_entries(path)
                 except OSError as exc:
                     raise HashFilesError(f"Cannot read directory '{path}': {exc}") from exc
                 base = directory_base(segs)
@@ -276,7 +276,7 @@ def _plan(
 ) -> tuple[GlobPlan, str, bool]:
     invocation = parse_hashfiles_args([to_js(p) for p in patterns])
     ws = _resolve_workspace(workspace)
-    plan = GlobPlan.create(invocation.patterns, cwd=to_js(ws), homedir=_homedir_js)
+    plan = GlobPlan.create(invocation.patterns, cwd=to_js(ws), homedir=homedir_js)
     return plan, ws, follow or invocation.follow_symbolic_links
 
 

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from runcache.client.hashfiles import _homedir_js, _sorted_entries
+from runcache.client.hashfiles import homedir_js, sorted_entries
 from runcache.core.hashfiles import GlobPlan, MatchKind, directory_base, from_js, to_js
 
 _DIRECTORY = int(MatchKind.DIRECTORY)
@@ -21,7 +21,7 @@ _FILE = int(MatchKind.FILE)
 
 def _plan(patterns: list[str], cwd: Path) -> GlobPlan:
     return GlobPlan.create(
-        "\n".join(to_js(p) for p in patterns), cwd=to_js(str(cwd)), homedir=_homedir_js, implicit_descendants=False
+        "\n".join(to_js(p) for p in patterns), cwd=to_js(str(cwd)), homedir=homedir_js, implicit_descendants=False
     )
 
 
@@ -52,7 +52,7 @@ def resolve_cache_paths(patterns: list[str], workspace: Path, cwd: Path | None =
                 elif not plan.partial_match(segs):
                     continue
                 base = directory_base(segs)
-                for entry in reversed(_sorted_entries(path)):
+                for entry in reversed(sorted_entries(path)):
                     stack.append((os.path.join(path, entry.name), (*base, to_js(entry.name)), (*chain, real)))
             elif kind & _FILE:
                 found.append(path)

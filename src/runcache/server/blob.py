@@ -19,7 +19,7 @@ from starlette.routing import Route
 from runcache.auth.signing import DOWNLOAD, UPLOAD
 from runcache.core.errors import CacheError, InvalidRequest, NotFound
 from runcache.core.ranges import RangeNotSatisfiable, parse_range
-from runcache.server.common import ACCOUNT, ARCHIVES, UPLOADS, state
+from runcache.server.common import ACCOUNT, ARCHIVES, UPLOADS, read_capped, state
 from runcache.server.errors import classify
 from runcache.server.streams import receive_into
 
@@ -92,7 +92,7 @@ async def put(request: Request) -> Response:
         headers.pop("Last-Modified")
         return Response(status_code=201, headers={**headers, "x-ms-request-server-encrypted": "false"})
     if comp == "blocklist":
-        ids = _parse_block_list(await _small_body(request))
+        ids = _parse_block_list(await read_capped(request, MAX_BLOCK_LIST, "block list"))
         size = await run_in_threadpool(svc.staging.commit_blocks, upload_id, ids)
         log.info("upload %d: put block list of %d blocks, %d bytes", upload_id, len(ids), size)
         return Response(status_code=201, headers=headers)
@@ -104,15 +104,6 @@ async def put(request: Request) -> Response:
     writer = svc.staging.whole_writer(upload_id)
     await receive_into(request, writer)
     return Response(status_code=201, headers=headers)
-
-
-async def _small_body(request: Request) -> bytes:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BLOCK_LIST:
-            raise InvalidRequest("block list is too large")
-    return body
 
 
 def _parse_block_list(body: bytes) -> list[str]:

@@ -53,12 +53,20 @@ def signed_url(request: Request, container: str, entry_id: int, purpose: str) ->
     return f"{public_base(request)}/{ACCOUNT}/{container}/{entry_id}?{query}"
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    body = b""
+async def read_capped(request: Request, limit: int, what: str = "request body") -> bytes:
+    """A small body read whole, refused as soon as it passes `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise InvalidRequest("request body is too large")
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise InvalidRequest(f"{what} is too large")
+    return b"".join(parts)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    body = await read_capped(request, MAX_JSON_BODY)
     if not body.strip():
         return {}
     try:
