@@ -7,11 +7,14 @@ translate wire formats to arguments and errors to status codes.
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from runcache.core.errors import InvalidRequest, NotFound
+from runcache.core.errors import InvalidRequest, NotFound, UploadBusy
 from runcache.core.eviction import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_STORAGE_LIMIT_GB,
@@ -19,15 +22,27 @@ from runcache.core.eviction import (
     choose_expired,
     choose_lru_evictions,
 )
-from runcache.core.keys import validate_key, validate_lookup_keys, validate_version
+from runcache.core.keys import fold_repository, validate_key, validate_lookup_keys, validate_version
+from runcache.core.limits import (
+    UploadLimits,
+    check_declared_size,
+    check_free_space,
+    check_upload_end,
+    effective_free_floor,
+    entry_size_cap,
+)
 from runcache.core.matching import find_match, lookup_prefixes
 from runcache.core.scopes import Identity
 from runcache.store.blobs import BlobStore
 from runcache.store.metadata import EntryInfo, MetadataStore, utcnow
-from runcache.store.models import COMMITTED, UPLOADING
-from runcache.store.staging import Staging
+from runcache.store.models import COMMITTED, COMMITTING, UPLOADING
+from runcache.store.staging import BlockWriter, RangeWriter, Staging
 
 log = logging.getLogger("runcache.service")
+_COMMIT_LOCKS = 64
+# An upload row whose staging vanished (dropped when the disk filled) is removed after this long;
+# younger rows may be between their insert and the creation of their staging folder.
+_ORPHAN_UPLOAD_GRACE = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,7 @@ class CacheService:
         reservation_ttl: int,
         storage_limit_gb: int = DEFAULT_STORAGE_LIMIT_GB,
         retention_days: int = DEFAULT_RETENTION_DAYS,
+        limits: UploadLimits | None = None,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
@@ -55,6 +71,10 @@ class CacheService:
         self.reservation_ttl = timedelta(seconds=reservation_ttl)
         self.default_storage_limit_gb = storage_limit_gb
         self.default_retention_days = retention_days
+        self.upload_limits = limits or UploadLimits()
+        # Striped locks serialise commits of one upload in this process (the database claim does it
+        # across processes); a bounded array never grows with the number of uploads.
+        self._commit_locks = [threading.Lock() for _ in range(_COMMIT_LOCKS)]
 
     # --- reads -------------------------------------------------------------------------------
     def lookup(self, identity: Identity, keys: Sequence[str], version: str) -> LookupResult | None:
@@ -69,7 +89,7 @@ class CacheService:
         match = find_match(candidates, keys, version, scopes)
         if match is None:
             return None
-        self.metadata.touch(match.entry.id)
+        self.metadata.touch(match.entry.id)  # best effort: a full disk must not fail a restore
         entry = self.metadata.get(match.entry.id)
         if entry is None:  # deleted between the two calls
             return None
@@ -81,6 +101,13 @@ class CacheService:
             raise NotFound(f"no cache entry with id {entry_id}")
         return entry
 
+    def blob_parts(self, entry: EntryInfo) -> list[Path]:
+        """The committed entry's files in order, for streaming a download."""
+        parts = self.blobs.parts(str(entry.id))
+        if parts is None:
+            raise NotFound("The specified blob does not exist.")
+        return parts
+
     def list_for_key(self, identity: Identity, key: str) -> list[EntryInfo]:
         scopes = set(identity.require_read())
         return [
@@ -89,13 +116,28 @@ class CacheService:
             if e.scope in scopes
         ]
 
+    # --- space ---------------------------------------------------------------------------------
+    def _free_floor(self) -> tuple[int, int]:
+        usage = shutil.disk_usage(self.staging.root)
+        return usage.free, effective_free_floor(self.upload_limits.min_free_bytes, usage.total)
+
+    def _guard_space(self, incoming: int) -> None:
+        """Called as bytes arrive: half the floor stays in reserve for the database and logs, so
+        restores, commits and housekeeping keep working even when concurrent uploads race for space."""
+        free, floor = self._free_floor()
+        check_free_space(free, incoming, floor // 2)
+
+    def _entry_cap(self, repository: str) -> int:
+        return entry_size_cap(self.upload_limits, self.limits(repository)[0] * GB)
+
     # --- writes ------------------------------------------------------------------------------
     def reserve(self, identity: Identity, key: str, version: str, declared_size: int | None = None) -> EntryInfo:
         key = validate_key(key)
         version = validate_version(version)
-        if declared_size is not None and declared_size < 0:
-            raise InvalidRequest(f"cacheSize must not be negative, got {declared_size}")
         scope = identity.require_write()
+        check_declared_size(declared_size, self._entry_cap(identity.repository))
+        free, floor = self._free_floor()
+        check_free_space(free, declared_size or 0, floor)
         entry = self.metadata.reserve(
             repository=identity.repository,
             scope=scope,
@@ -104,24 +146,31 @@ class CacheService:
             declared_size=declared_size,
             node=self.node_id,
             reservation_ttl=self.reservation_ttl,
+            owner=identity.token_id or None,
+            max_uploads=self.upload_limits.max_uploads_per_repo,
         )
-        self.staging.create(entry.id)
+        try:
+            self.staging.create(entry.id)
+        except BaseException:
+            self.metadata.abort(entry.id)
+            raise
         return entry
+
+    def _owned(self, identity: Identity, entry: EntryInfo | None) -> bool:
+        """The caller's own upload: same repository and write scope, and (for uploads reserved with a
+        token id) the very token that reserved it, so a guessed sequential id is of no use."""
+        return (
+            entry is not None
+            and fold_repository(entry.repository) == fold_repository(identity.repository)
+            and entry.scope == identity.write_scope
+            and (entry.owner is None or entry.owner == identity.token_id)
+        )
 
     def upload_for(self, identity: Identity, upload_id: int) -> EntryInfo:
         """The caller's own in-progress upload, or NotFound (other repositories' ids are not revealed)."""
         entry = self.upload_open(upload_id)
-        if entry.repository != identity.repository or entry.scope != identity.write_scope:
+        if not self._owned(identity, entry):
             raise NotFound(f"no upload in progress with id {upload_id}")
-        return entry
-
-    def upload_by_key(self, identity: Identity, key: str, version: str) -> EntryInfo:
-        scope = identity.require_write()
-        entry = self.metadata.find_upload(
-            repository=identity.repository, scope=scope, key=validate_key(key), version=validate_version(version)
-        )
-        if entry is None or not self.staging.exists(entry.id):
-            raise NotFound(f"no upload in progress for key {key} and version {version}")
         return entry
 
     def upload_open(self, upload_id: int) -> EntryInfo:
@@ -131,28 +180,114 @@ class CacheService:
             raise NotFound(f"no upload in progress with id {upload_id}")
         return entry
 
+    def chunk_writer(self, entry: EntryInfo, start: int, end: int) -> RangeWriter:
+        """v1 PATCH: bytes [start, end) of the caller's upload, within its declared size and the caps."""
+        check_upload_end(end, entry.declared_size, self._entry_cap(entry.repository))
+        return self.staging.range_writer(
+            entry.id, start, end, cap=self._entry_cap(entry.repository), guard=self._guard_space
+        )
+
+    def whole_writer(self, entry: EntryInfo) -> RangeWriter:
+        """Azure Put Blob: the whole archive in one body."""
+        return self.staging.whole_writer(entry.id, cap=self._entry_cap(entry.repository), guard=self._guard_space)
+
+    def block_writer(self, entry: EntryInfo, block_id: str) -> BlockWriter:
+        return self.staging.block_writer(
+            entry.id,
+            block_id,
+            cap=self._entry_cap(entry.repository),
+            max_blocks=self.upload_limits.max_blocks_per_upload,
+            guard=self._guard_space,
+        )
+
+    def put_block_list(self, entry: EntryInfo, block_ids: list[str]) -> int:
+        size = self.staging.commit_blocks(entry.id, block_ids, max_blocks=self.upload_limits.max_blocks_per_upload)
+        check_upload_end(size, entry.declared_size, self._entry_cap(entry.repository))
+        return size
+
+    def drop_if_out_of_space(self, upload_id: int) -> None:
+        """An upload stopped at the free-space floor is dropped at once: its bytes are what fills the disk."""
+        if self.staging.dropped_for_space(upload_id):
+            self.staging.discard(upload_id)
+            try:
+                self.metadata.abort(upload_id)
+            except Exception:  # the janitor removes the row once the database can be written again
+                log.warning("upload %s dropped for space; its row is removed later", upload_id)
+            log.warning("upload %s dropped: the disk reached its free-space floor", upload_id)
+
+    def commit_upload(self, identity: Identity, upload_id: int, size: int) -> EntryInfo:
+        """v1 commit by id: the caller's own upload, or the entry a previous identical commit made."""
+        entry = self.metadata.get(upload_id)
+        if not self._owned(identity, entry):
+            raise NotFound(f"no upload in progress with id {upload_id}")
+        assert entry is not None
+        return self.commit(entry, size)
+
+    def finalize_by_key(self, identity: Identity, key: str, version: str, size: int) -> EntryInfo:
+        """v2 finalize: the caller's own upload of this key and version (a retry gets the first result)."""
+        scope = identity.require_write()
+        entry = self.metadata.find_entry(
+            repository=identity.repository, scope=scope, key=validate_key(key), version=validate_version(version)
+        )
+        if not self._owned(identity, entry) or (entry is not None and entry.owner is None and entry.state == COMMITTED):
+            raise NotFound(f"no upload in progress for key {key} and version {version}")
+        assert entry is not None
+        return self.commit(entry, size)
+
     def commit(self, entry: EntryInfo, size: int) -> EntryInfo:
+        """Seal the upload, prove it whole, claim it, move it into the blob store, make it visible.
+
+        Idempotent: a retry of a commit that already succeeded (same size) gets that entry back; a
+        commit racing another one for the same upload either waits for it here or loses the claim."""
         if size < 0:
             raise InvalidRequest(f"size must not be negative, got {size}")
-        if entry.declared_size is not None and entry.declared_size >= 0 and entry.declared_size != size:
-            raise InvalidRequest(f"commit size {size} differs from the reserved cacheSize {entry.declared_size}")
-        paths, sha256 = self.staging.finalize(entry.id, size)
-        if len(paths) == 1:
-            self.blobs.put_file(str(entry.id), paths[0], size=size, sha256=sha256)
-        else:
-            self.blobs.put_parts(str(entry.id), paths, size=size, sha256=sha256)
+        with self._commit_locks[entry.id % _COMMIT_LOCKS]:
+            current = self.metadata.get(entry.id)
+            if current is None:
+                raise NotFound(f"no upload in progress with id {entry.id}")
+            if current.state != UPLOADING:
+                return self._earlier_commit(current, size)
+            if current.declared_size is not None and current.declared_size >= 0 and current.declared_size != size:
+                raise InvalidRequest(f"commit size {size} differs from the reserved cacheSize {current.declared_size}")
+            check_upload_end(size, None, self._entry_cap(current.repository))
+            self.staging.seal(current.id)
+            try:
+                paths, sha256 = self.staging.finalize(current.id, size)
+            except BaseException:
+                self.staging.unseal(current.id)
+                raise
+            if not self.metadata.claim_commit(current.id, size=size, sha256=sha256):
+                # Another process or replica claimed it between our read and our claim.
+                latest = self.metadata.get(current.id)
+                if latest is None:
+                    raise NotFound(f"no upload in progress with id {entry.id}")
+                return self._earlier_commit(latest, size)
+            try:
+                if len(paths) == 1:
+                    self.blobs.put_file(str(current.id), paths[0], size=size, sha256=sha256)
+                else:
+                    self.blobs.put_parts(str(current.id), paths, size=size, sha256=sha256)
+                committed = self.metadata.commit(current.id)
+            except BaseException:
+                # Our claim is exclusive, so the blob of this id (if any) is ours to remove.
+                self.blobs.delete(str(current.id))
+                self.staging.discard(current.id)
+                self.metadata.abort(current.id)
+                raise
+            self.staging.discard(current.id)
+        log.info("committed entry %s %s key=%s size=%d sha256=%s", current.id, current.scope, current.key, size, sha256)
         try:
-            committed = self.metadata.commit(entry.id, size=size, sha256=sha256)
-        except Exception:
-            self.blobs.delete(str(entry.id))
-            raise
-        self.staging.discard(entry.id)
-        log.info("committed entry %s %s key=%s size=%d sha256=%s", entry.id, entry.scope, entry.key, size, sha256)
-        try:
-            self.enforce_storage_limit(entry.repository, keep=(entry.id,))
+            self.enforce_storage_limit(current.repository, keep=(current.id,))
         except Exception:  # the entry is saved; a failed eviction pass is retried by the next commit
-            log.exception("eviction after committing entry %s failed", entry.id)
+            log.exception("eviction after committing entry %s failed", current.id)
         return committed
+
+    def _earlier_commit(self, current: EntryInfo, size: int) -> EntryInfo:
+        if current.state == COMMITTED and current.size == size:
+            return current
+        if current.state == COMMITTING:
+            raise UploadBusy(f"upload {current.id} is being committed by another request")
+        raise NotFound(f"no upload in progress with id {current.id}")
 
     # --- limits and eviction -------------------------------------------------------------------
     def limits(self, repository: str) -> tuple[int, int]:
@@ -174,12 +309,22 @@ class CacheService:
     def enforce_storage_limit(self, repository: str, keep: Sequence[int] = ()) -> list[EntryInfo]:
         """Evict least-recently-used entries until the repository is within its storage limit."""
         limit_gb, _ = self.limits(repository)
-        if self.metadata.usage_totals(repository=repository)[1] <= limit_gb * GB:
+        max_count = self.upload_limits.max_entries_per_repo
+        count, size = self.metadata.usage_totals(repository=repository)
+        if size <= limit_gb * GB and count <= max_count:
             return []  # the common case: one aggregate query, no rows fetched
-        chosen = choose_lru_evictions(self.metadata.usages(repository), limit_gb * GB, keep)
+        chosen = choose_lru_evictions(self.metadata.usages(repository), limit_gb * GB, keep, max_count)
         gone = self.delete_entries(chosen)
         for e in gone:
-            log.info("evicted entry %s of %s (key=%s, %s bytes): over %d GB", e.id, repository, e.key, e.size, limit_gb)
+            log.info(
+                "evicted entry %s of %s (key=%s, %s bytes): over %d GB or %d entries",
+                e.id,
+                repository,
+                e.key,
+                e.size,
+                limit_gb,
+                max_count,
+            )
         return gone
 
     def enforce_retention(self, now: datetime | None = None) -> list[EntryInfo]:
@@ -188,7 +333,7 @@ class CacheService:
         overrides = self.metadata.retention_overrides()
         shortest = min([self.default_retention_days, *overrides.values()])
         stale = self.metadata.stale(now - timedelta(days=shortest))
-        folded = {e.repository: e.repository.lower() for e in stale}
+        folded = {e.repository: fold_repository(e.repository) for e in stale}
         days = {name: overrides.get(f, self.default_retention_days) for name, f in folded.items()}
         gone = self.delete_entries(choose_expired(stale, now, days, self.default_retention_days))
         for e in gone:
@@ -202,23 +347,44 @@ class CacheService:
         return gone
 
     # --- housekeeping --------------------------------------------------------------------------
+    # Space first, then the database: on a full disk the database may only accept writes once staged
+    # bytes are gone, so every pass deletes files before it writes rows.
     def recover(self) -> None:
         """After a restart: uploads staged on this node died with it; blobs without a committed entry go."""
-        for entry in self.metadata.uploads_on_node(self.node_id):
-            self.metadata.abort(entry.id)
         self.staging.clear_all()
         self._drop_orphan_blobs()
+        for entry in self.metadata.uploads_on_node(self.node_id):
+            try:
+                self.metadata.abort(entry.id)
+            except Exception:  # invisible anyway; the janitor retries once the database takes writes
+                log.warning("could not remove unfinished upload %s at start; will retry", entry.id)
 
     def expire_uploads(self) -> int:
-        expired = self.metadata.expired_uploads(utcnow() - self.reservation_ttl)
+        now = utcnow()
+        expired = self.metadata.expired_uploads(now - self.reservation_ttl)
+        for entry in expired:
+            self.staging.discard(entry.id)
+            if entry.state == COMMITTING:
+                self.blobs.delete(str(entry.id))
+        live = self.metadata.uploads_on_node(self.node_id)
+        live_ids = {e.id for e in live}
+        for upload_id in self.staging.upload_ids():
+            if upload_id not in live_ids:
+                self.staging.discard(upload_id)
         for entry in expired:
             self.metadata.abort(entry.id)
-            self.staging.discard(entry.id)
-        live = {e.id for e in self.metadata.uploads_on_node(self.node_id)}
-        for upload_id in self.staging.upload_ids():
-            if upload_id not in live:
-                self.staging.discard(upload_id)
-        return len(expired)
+        # Rows whose staging is gone (dropped at the free-space floor) can never complete.
+        orphans = [
+            e
+            for e in live
+            if e.state == UPLOADING
+            and e.reserved_at < now - _ORPHAN_UPLOAD_GRACE
+            and not self.staging.exists(e.id)
+            and e not in expired
+        ]
+        for entry in orphans:
+            self.metadata.abort(entry.id)
+        return len(expired) + len(orphans)
 
     def _drop_orphan_blobs(self) -> None:
         names = [n for n in self.blobs.names() if n.isdigit()]

@@ -50,7 +50,7 @@ def ident(ref: str = "refs/heads/main", repo: str = "o/r") -> Identity:
 def save(svc: CacheService, key: str, size: int, *, ref: str = "refs/heads/main", repo: str = "o/r") -> int:
     who = ident(ref, repo)
     entry = svc.reserve(who, key, V, size)
-    w = svc.staging.range_writer(entry.id, 0, size)
+    w = svc.chunk_writer(entry, 0, size)
     w.write(b"x" * size)
     w.finish()
     return svc.commit(entry, size).id

@@ -35,7 +35,7 @@ def ident(ref: str = "refs/heads/main", mode: str = "write") -> Identity:
 def save(svc: CacheService, key: str, data: bytes, who: Identity | None = None) -> int:
     who = who or ident()
     entry = svc.reserve(who, key, V, len(data))
-    w = svc.staging.range_writer(entry.id, 0, len(data))
+    w = svc.chunk_writer(entry, 0, len(data))
     w.write(data)
     w.finish()
     return svc.commit(entry, len(data)).id
@@ -59,7 +59,7 @@ def test_commit_records_sha256_and_size(svc: CacheService) -> None:
 
 def test_incomplete_upload_is_not_committed_and_stays_invisible(svc: CacheService) -> None:
     entry = svc.reserve(ident(), "k", V, 10)
-    w = svc.staging.range_writer(entry.id, 0, 4)
+    w = svc.chunk_writer(entry, 0, 4)
     w.write(b"1234")
     w.finish()
     with pytest.raises(IncompleteUpload):
@@ -98,7 +98,7 @@ def test_recover_drops_dead_uploads_and_orphan_blobs(svc: CacheService, tmp_path
 
 def test_put_blob_hash_recorded_while_writing_matches_the_bytes(svc: CacheService) -> None:
     entry = svc.reserve(ident(), "blob", V, None)
-    w = svc.staging.whole_writer(entry.id)
+    w = svc.whole_writer(entry)
     w.write(b"hello ")
     w.write(b"world")
     w.finish()
@@ -107,10 +107,10 @@ def test_put_blob_hash_recorded_while_writing_matches_the_bytes(svc: CacheServic
 
 def test_a_later_range_write_invalidates_the_recorded_hash(svc: CacheService) -> None:
     entry = svc.reserve(ident(), "mixed", V, None)
-    w = svc.staging.whole_writer(entry.id)
+    w = svc.whole_writer(entry)
     w.write(b"hello world")
     w.finish()
-    r = svc.staging.range_writer(entry.id, 0, 5)
+    r = svc.chunk_writer(entry, 0, 5)
     r.write(b"HELLO")
     r.finish()
     import hashlib
@@ -125,8 +125,8 @@ def test_block_list_hash_covers_the_listed_order(svc: CacheService) -> None:
     entry = svc.reserve(ident(), "blocks", V, None)
     ids = [base64.b64encode(f"b{i}".encode()).decode() for i in range(3)]
     for bid, body in zip(ids, (b"AA", b"BB", b"CC"), strict=True):
-        bw = svc.staging.block_writer(entry.id, bid)
+        bw = svc.block_writer(entry, bid)
         bw.write(body)
         bw.finish()
-    assert svc.staging.commit_blocks(entry.id, [ids[2], ids[0]]) == 4
+    assert svc.put_block_list(entry, [ids[2], ids[0]]) == 4
     assert svc.commit(entry, 4).sha256 == hashlib.sha256(b"CCAA").hexdigest()

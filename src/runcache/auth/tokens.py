@@ -55,7 +55,10 @@ class TokenIssuer:
     def verify(self, token: str) -> Identity:
         claims = self._decode(token, JOB_AUDIENCE, ["exp", "iat", "repository"])
         return Identity(
-            repository=claims["repository"], scopes=scopes_from_ac(claims.get("ac")), subject=str(claims.get("sub", ""))
+            repository=claims["repository"],
+            scopes=scopes_from_ac(claims.get("ac")),
+            subject=str(claims.get("sub", "")),
+            token_id=str(claims.get("jti", "")),
         )
 
     # --- management tokens ---------------------------------------------------------------------

@@ -39,3 +39,19 @@ class Unauthenticated(CacheError):
 
 class IncompleteUpload(CacheError):
     """Commit of an upload whose bytes do not cover exactly the declared size."""
+
+
+class EntryTooLarge(InvalidRequest):
+    """An upload larger than the entry size limit or the repository's storage limit."""
+
+
+class StorageFull(CacheError):
+    """The server's volume is at its free-space floor: no new bytes until space is freed."""
+
+
+class TooManyUploads(CacheError):
+    """The repository has as many uploads in flight as it may have."""
+
+
+class UploadBusy(CacheError):
+    """A commit while bytes are still arriving for the upload (the commit must wait for them)."""

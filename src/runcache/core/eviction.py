@@ -34,22 +34,27 @@ def _lru_order(e: Usage) -> tuple[datetime, datetime, int]:
     return (e.last_accessed_at, e.created_at, e.id)
 
 
-def choose_lru_evictions(entries: Sequence[Usage], limit_bytes: int, keep: Iterable[int] = ()) -> list[int]:
-    """Ids to evict, least recently used first, until the total size is at most `limit_bytes`.
+def choose_lru_evictions(
+    entries: Sequence[Usage], limit_bytes: int, keep: Iterable[int] = (), max_count: int | None = None
+) -> list[int]:
+    """Ids to evict, least recently used first, until the total size is at most `limit_bytes` and
+    (when given) there are at most `max_count` entries.
 
     Entries in `keep` (the one just committed) are never chosen, even when they alone exceed the limit.
     Ties on last access go to the older creation, then the lower id, so the choice is deterministic.
     """
     keep = set(keep)
     total = sum(max(e.size, 0) for e in entries)
+    count = len(entries)
     chosen: list[int] = []
     for e in sorted(entries, key=_lru_order):
-        if total <= limit_bytes:
+        if total <= limit_bytes and (max_count is None or count <= max_count):
             break
         if e.id in keep:
             continue
         chosen.append(e.id)
         total -= max(e.size, 0)
+        count -= 1
     return chosen
 
 

@@ -46,5 +46,12 @@ def fold(key: str) -> str:
     return key.lower()
 
 
+def fold_repository(name: str) -> str:
+    """Repository and owner names compare case-insensitively, as on GitHub (`Octo/App` is `octo/app`).
+
+    ASCII lower-casing on purpose: the database's lower() must agree with it, and GitHub names are ASCII."""
+    return name.lower()
+
+
 def key_matches_prefix(stored_key: str, prefix: str) -> bool:
     return fold(stored_key).startswith(fold(prefix))

@@ -39,6 +39,7 @@ class Identity:
     repository: str
     scopes: tuple[Scope, ...] = field(default_factory=tuple)
     subject: str = ""
+    token_id: str = ""  # the token's own id (jti): an upload belongs to the token that reserved it
 
     @property
     def readable_scopes(self) -> list[str]:

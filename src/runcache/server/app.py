@@ -21,6 +21,7 @@ from runcache.auth.signing import UrlSigner
 from runcache.auth.tokens import TokenIssuer
 from runcache.config import Settings
 from runcache.core.eviction import validate_retention, validate_storage_limit
+from runcache.core.limits import GB, MB, UploadLimits
 from runcache.management import Management
 from runcache.server import blob, rest, twirp, v1, web
 from runcache.server.common import AppState
@@ -37,7 +38,16 @@ JANITOR_INTERVAL = 60.0
 def build_service(settings: Settings) -> CacheService:
     validate_storage_limit(settings.storage_limit_gb)  # a bad default fails at start, not at the first commit
     validate_retention(settings.retention_days)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    limits = UploadLimits(
+        max_entry_bytes=settings.max_entry_size_gb * GB,
+        max_uploads_per_repo=settings.max_uploads_per_repo,
+        max_blocks_per_upload=settings.max_blocks_per_upload,
+        max_entries_per_repo=settings.max_entries_per_repo,
+        min_free_bytes=settings.min_free_mb * MB,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Caches may hold credentials a build left behind: other local users get no access.
+    settings.data_dir.chmod(0o700)
     return CacheService(
         MetadataStore(settings.database),
         DiskBlobStore(settings.data_dir / "blobs"),
@@ -46,6 +56,7 @@ def build_service(settings: Settings) -> CacheService:
         reservation_ttl=settings.reservation_ttl,
         storage_limit_gb=settings.storage_limit_gb,
         retention_days=settings.retention_days,
+        limits=limits,
     )
 
 

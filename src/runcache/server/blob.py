@@ -21,7 +21,8 @@ from runcache.core.errors import CacheError, InvalidRequest, NotFound
 from runcache.core.ranges import RangeNotSatisfiable, parse_range
 from runcache.server.common import ACCOUNT, ARCHIVES, UPLOADS, read_capped, state
 from runcache.server.errors import classify
-from runcache.server.streams import receive_into
+from runcache.server.streams import Writer, receive_into
+from runcache.service import CacheService
 
 log = logging.getLogger("runcache.blob")
 MAX_BLOCK_LIST = 8 * 1024 * 1024
@@ -77,7 +78,7 @@ def _checked_id(request: Request, container: str, purpose: str) -> int:
 async def put(request: Request) -> Response:
     upload_id = _checked_id(request, UPLOADS, UPLOAD)
     svc = state(request).service
-    await run_in_threadpool(svc.upload_open, upload_id)
+    entry = await run_in_threadpool(svc.upload_open, upload_id)
     comp = request.query_params.get("comp")
     headers = {
         **_azure_headers(),
@@ -85,15 +86,14 @@ async def put(request: Request) -> Response:
         "Last-Modified": email.utils.formatdate(usegmt=True),
     }
     if comp == "block":
-        block_id = request.query_params.get("blockid", "")
-        writer = svc.staging.block_writer(upload_id, block_id)
-        await receive_into(request, writer)
+        writer = await run_in_threadpool(svc.block_writer, entry, request.query_params.get("blockid", ""))
+        await _receive(request, svc, upload_id, writer)
         headers.pop("ETag")
         headers.pop("Last-Modified")
         return Response(status_code=201, headers={**headers, "x-ms-request-server-encrypted": "false"})
     if comp == "blocklist":
         ids = _parse_block_list(await read_capped(request, MAX_BLOCK_LIST, "block list"))
-        size = await run_in_threadpool(svc.staging.commit_blocks, upload_id, ids)
+        size = await run_in_threadpool(svc.put_block_list, entry, ids)
         log.info("upload %d: put block list of %d blocks, %d bytes", upload_id, len(ids), size)
         return Response(status_code=201, headers=headers)
     if comp is not None:
@@ -101,9 +101,16 @@ async def put(request: Request) -> Response:
     blob_type = request.headers.get("x-ms-blob-type", "BlockBlob")
     if blob_type != "BlockBlob":
         raise InvalidRequest(f"only BlockBlob uploads are supported, got {blob_type}")
-    writer = svc.staging.whole_writer(upload_id)
-    await receive_into(request, writer)
+    writer = await run_in_threadpool(svc.whole_writer, entry)
+    await _receive(request, svc, upload_id, writer)
     return Response(status_code=201, headers=headers)
+
+
+async def _receive(request: Request, svc: CacheService, upload_id: int, writer: Writer) -> None:
+    try:
+        await receive_into(request, writer)
+    finally:
+        await run_in_threadpool(svc.drop_if_out_of_space, upload_id)
 
 
 def _parse_block_list(body: bytes) -> list[str]:
@@ -156,9 +163,7 @@ async def get(request: Request) -> Response:
     entry_id = _checked_id(request, ARCHIVES, DOWNLOAD)
     svc = state(request).service
     entry = await run_in_threadpool(svc.entry_for_download, entry_id)
-    paths = await run_in_threadpool(svc.blobs.parts, str(entry.id))
-    if paths is None:
-        raise NotFound("The specified blob does not exist.")
+    paths = await run_in_threadpool(svc.blob_parts, entry)
     parts = await run_in_threadpool(_open_parts, paths)
     total = sum(size for _, size in parts)
     headers = {

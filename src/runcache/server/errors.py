@@ -5,11 +5,15 @@ from __future__ import annotations
 from runcache.core.errors import (
     AlreadyExists,
     CacheError,
+    EntryTooLarge,
     IncompleteUpload,
     InvalidRequest,
     NotFound,
     ReadDenied,
+    StorageFull,
+    TooManyUploads,
     Unauthenticated,
+    UploadBusy,
     WriteDenied,
 )
 
@@ -20,6 +24,10 @@ _TABLE: list[tuple[type[CacheError], int, str, str]] = [
     (WriteDenied, 403, "permission_denied", "AuthorizationPermissionMismatch"),
     (NotFound, 404, "not_found", "BlobNotFound"),
     (AlreadyExists, 409, "already_exists", "BlobAlreadyExists"),
+    (UploadBusy, 409, "failed_precondition", "ConditionNotMet"),
+    (StorageFull, 507, "resource_exhausted", "InsufficientAccountPermissions"),
+    (TooManyUploads, 429, "resource_exhausted", "ServerBusy"),
+    (EntryTooLarge, 413, "invalid_argument", "RequestBodyTooLarge"),
     (IncompleteUpload, 400, "failed_precondition", "InvalidBlobOrBlock"),
     (InvalidRequest, 400, "invalid_argument", "InvalidInput"),
 ]

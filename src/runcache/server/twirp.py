@@ -20,9 +20,13 @@ from runcache.auth.signing import DOWNLOAD, UPLOAD
 from runcache.core.errors import (
     AlreadyExists,
     CacheError,
+    EntryTooLarge,
     IncompleteUpload,
     InvalidRequest,
     NotFound,
+    StorageFull,
+    TooManyUploads,
+    UploadBusy,
     WriteDenied,
 )
 from runcache.server.common import ARCHIVES, UPLOADS, identify, parse_int, read_json, signed_url, state
@@ -73,8 +77,8 @@ async def create_entry(request: Request, body: dict[str, Any]) -> dict[str, Any]
     svc = state(request).service
     try:
         entry = await run_in_threadpool(svc.reserve, ident, _str(body, "key"), _str(body, "version"), None)
-    except (AlreadyExists, WriteDenied) as exc:
-        # The client only recognises `cache write denied:` and contention in a 200 `ok:false` body.
+    except (AlreadyExists, WriteDenied, StorageFull, TooManyUploads) as exc:
+        # The client reports a 200 `ok:false` body's message as a warning and goes on without saving.
         return {"ok": False, "signed_upload_url": "", "message": str(exc)}
     return {"ok": True, "signed_upload_url": signed_url(request, UPLOADS, entry.id, UPLOAD), "message": ""}
 
@@ -84,9 +88,10 @@ async def finalize_entry(request: Request, body: dict[str, Any]) -> dict[str, An
     svc = state(request).service
     size = parse_int(_field(body, "size_bytes") or 0, "size_bytes")
     try:
-        entry = await run_in_threadpool(svc.upload_by_key, ident, _str(body, "key"), _str(body, "version"))
-        committed = await run_in_threadpool(svc.commit, entry, size)
-    except (NotFound, IncompleteUpload, WriteDenied) as exc:
+        committed = await run_in_threadpool(
+            svc.finalize_by_key, ident, _str(body, "key"), _str(body, "version"), size
+        )
+    except (NotFound, IncompleteUpload, WriteDenied, UploadBusy, EntryTooLarge) as exc:
         return {"ok": False, "entry_id": "0", "message": str(exc)}
     return {"ok": True, "entry_id": str(committed.id), "message": ""}
 

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runcache.auth.signing import DOWNLOAD
-from runcache.core.errors import CacheError, InvalidRequest
+from runcache.core.errors import CacheError, EntryTooLarge, InvalidRequest, StorageFull, TooManyUploads
 from runcache.core.ranges import parse_content_range
 from runcache.server.common import ARCHIVES, identify, iso, parse_int, read_json, signed_url, state
 from runcache.server.errors import classify
@@ -21,8 +21,8 @@ log = logging.getLogger("runcache.v1")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _error(exc: CacheError) -> JSONResponse:
-    status, _, _ = classify(exc)
+def _error(exc: CacheError, status: int | None = None) -> JSONResponse:
+    status = status or classify(exc)[0]
     # The client reads `message` from an Azure DevOps-style error object.
     return JSONResponse({"message": str(exc), "typeKey": type(exc).__name__, "errorCode": 0}, status_code=status)
 
@@ -42,7 +42,7 @@ def v1_errors(handler: Handler) -> Handler:
 
 def _entry_id(request: Request) -> int:
     raw = request.path_params["cache_id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidRequest(f"cache id must be a number, got {raw!r}")
     return int(raw)
 
@@ -95,9 +95,13 @@ async def reserve(request: Request) -> Response:
     body = await read_json(request)
     size = body.get("cacheSize")
     declared = None if size is None else parse_int(size, "cacheSize")
-    entry = await run_in_threadpool(
-        state(request).service.reserve, ident, body.get("key"), body.get("version"), declared
-    )
+    try:
+        entry = await run_in_threadpool(
+            state(request).service.reserve, ident, body.get("key"), body.get("version"), declared
+        )
+    except (StorageFull, EntryTooLarge, TooManyUploads) as exc:
+        # The client logs a 400's message as a warning and goes on; other codes read as contention.
+        return _error(exc, 400)
     return JSONResponse({"cacheId": entry.id}, status_code=201)
 
 
@@ -107,10 +111,11 @@ async def upload_chunk(request: Request) -> Response:
     svc = state(request).service
     entry = await run_in_threadpool(svc.upload_for, ident, _entry_id(request))
     start, end = parse_content_range(request.headers.get("content-range"))
-    if entry.declared_size is not None and entry.declared_size >= 0 and end > entry.declared_size:
-        raise InvalidRequest(f"Content-Range ends at {end - 1}, past the reserved size {entry.declared_size}")
-    writer = svc.staging.range_writer(entry.id, start, end)
-    await receive_into(request, writer)
+    writer = await run_in_threadpool(svc.chunk_writer, entry, start, end)
+    try:
+        await receive_into(request, writer)
+    finally:
+        await run_in_threadpool(svc.drop_if_out_of_space, entry.id)
     return Response(status_code=204)
 
 
@@ -118,11 +123,11 @@ async def upload_chunk(request: Request) -> Response:
 async def commit(request: Request) -> Response:
     ident = await identify(request)
     svc = state(request).service
-    entry = await run_in_threadpool(svc.upload_for, ident, _entry_id(request))
+    upload_id = _entry_id(request)
     body = await read_json(request)
     if "size" not in body:
         raise InvalidRequest('body must carry the archive size: {"size": <bytes>}')
-    await run_in_threadpool(svc.commit, entry, parse_int(body["size"], "size"))
+    await run_in_threadpool(svc.commit_upload, ident, upload_id, parse_int(body["size"], "size"))
     return Response(status_code=204)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from runcache.store.blobs import BlobStats
@@ -13,10 +14,19 @@ from runcache.store.blobs import BlobStats
 _PARTS = ".parts"
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new name in `path` durable (the file's own fsync does not cover its name)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class DiskBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, name: str) -> Path:
         if not name or "/" in name or name.startswith(".") or name.endswith(_PARTS):
@@ -31,22 +41,32 @@ class DiskBlobStore:
         if path.stat().st_size != size:
             raise ValueError(f"blob {name}: file has {path.stat().st_size} bytes, expected {size}")
         target = self._path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # rename is atomic on one file system: a reader sees the whole blob or none.
-        os.replace(path, target)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o400)  # committed bytes are never written again, by this process or anyone
+        # A link is atomic on one file system (a reader sees the whole blob or none) and, unlike a
+        # rename, refuses to replace a blob that already has this name.
+        os.link(path, target)
+        os.unlink(path)
+        fsync_dir(target.parent)
 
     def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
         """Keep staged blocks as they are, in order: no second copy of the archive on commit."""
         if sum(p.stat().st_size for p in paths) != size:
             raise ValueError(f"blob {name}: parts do not add up to {size} bytes")
         target = self._parts_dir(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for index, p in enumerate(paths):
-            os.replace(p, tmp / f"{index:06d}")
-        os.replace(tmp, target)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A unique name per call: two commits of one upload must never build in the same folder.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            for index, p in enumerate(paths):
+                os.chmod(p, 0o400)
+                os.replace(p, tmp / f"{index:06d}")
+            fsync_dir(tmp)
+            os.rename(tmp, target)  # not replace: an existing blob of that name is never swapped out
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(target.parent)
 
     def local_path(self, name: str) -> Path | None:
         p = self._path(name)

@@ -28,8 +28,11 @@ class DataDirLock:
                 f"data directory {self.path.parent} is in use by another runcache server (pid {holder}); "
                 "point clients at that server, or choose another --data-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:  # a full disk: the lock holds without the pid, which is only for messages
+            pass
         self._fd = fd
 
     def release(self) -> None:

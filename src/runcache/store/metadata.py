@@ -6,20 +6,24 @@ what makes reservations race-free across threads, processes and replicas.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import create_engine, delete, event, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.schema import CreateIndex
 
 from runcache.core.errors import AlreadyExists, NotFound
 from runcache.core.eviction import Usage
-from runcache.core.keys import fold
+from runcache.core.keys import fold, fold_repository
+from runcache.core.limits import check_uploads_in_flight
 from runcache.core.matching import Candidate
-from runcache.store.models import COMMITTED, UPLOADING, Base, Entry, RepositoryPolicy
+from runcache.store.models import COMMITTED, COMMITTING, UPLOADING, Base, Entry, RepositoryPolicy
+
+log = logging.getLogger("runcache.metadata")
 
 
 def utcnow() -> datetime:
@@ -41,6 +45,7 @@ class EntryInfo:
     created_at: datetime
     last_accessed_at: datetime
     reserved_at: datetime
+    owner: str | None = None
 
     @property
     def candidate(self) -> Candidate:
@@ -61,6 +66,7 @@ def _info(e: Entry) -> EntryInfo:
         e.created_at,
         e.last_accessed_at,
         e.reserved_at,
+        e.owner,
     )
 
 
@@ -70,10 +76,21 @@ class MetadataStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:  # indexes added after a database was created
-            for index in Entry.__table__.indexes:
-                conn.execute(CreateIndex(index, if_not_exists=True))
+        self._upgrade_schema()
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _upgrade_schema(self) -> None:
+        """Columns and indexes added after a database was created (create_all only makes new tables)."""
+        columns = {c["name"] for c in inspect(self.engine).get_columns(Entry.__tablename__)}
+        with self.engine.begin() as conn:
+            if "owner" not in columns:
+                conn.execute(text(f"ALTER TABLE {Entry.__tablename__} ADD COLUMN owner VARCHAR(64)"))
+        for index in Entry.__table__.indexes:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+            except IntegrityError:  # rows saved before names were folded collide: keep serving, say so
+                log.warning("index %s not created: existing entries differ only in repository case", index.name)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -88,10 +105,12 @@ class MetadataStore:
         declared_size: int | None,
         node: str,
         reservation_ttl: timedelta,
+        owner: str | None = None,
+        max_uploads: int | None = None,
     ) -> EntryInfo:
         now = utcnow()
         identity = (
-            Entry.repository == repository,
+            *_in_repository(repository),
             Entry.scope == scope,
             Entry.key_folded == fold(key),
             Entry.version == version,
@@ -101,6 +120,13 @@ class MetadataStore:
             s.execute(
                 delete(Entry).where(*identity, Entry.state == UPLOADING, Entry.reserved_at < now - reservation_ttl)
             )
+            if max_uploads is not None:
+                in_flight = s.scalar(
+                    select(func.count())
+                    .select_from(Entry)
+                    .where(*_in_repository(repository), Entry.state.in_([UPLOADING, COMMITTING]))
+                )
+                check_uploads_in_flight(in_flight or 0, max_uploads, repository)
         entry = Entry(
             repository=repository,
             scope=scope,
@@ -110,6 +136,7 @@ class MetadataStore:
             state=UPLOADING,
             declared_size=declared_size,
             node=node,
+            owner=owner,
             reserved_at=now,
             created_at=now,
             last_accessed_at=now,
@@ -121,7 +148,7 @@ class MetadataStore:
             with self._session() as s:
                 existing = s.scalars(select(Entry).where(*identity)).first()
             taken = existing.key if existing is not None else key
-            if existing is not None and existing.state == UPLOADING:
+            if existing is not None and existing.state != COMMITTED:
                 raise AlreadyExists(
                     f"Cache is being created by another job. Scope: {scope}, Key: {taken}, Version: {version}"
                 ) from None
@@ -133,32 +160,48 @@ class MetadataStore:
             e = s.get(Entry, entry_id)
             return _info(e) if e else None
 
-    def find_upload(self, *, repository: str, scope: str, key: str, version: str) -> EntryInfo | None:
+    def find_entry(self, *, repository: str, scope: str, key: str, version: str) -> EntryInfo | None:
+        """The one entry (in any state) with this identity: keys are immutable, so there is at most one."""
         with self._session() as s:
             e = s.scalars(
                 select(Entry).where(
-                    Entry.repository == repository,
+                    *_in_repository(repository),
                     Entry.scope == scope,
                     Entry.key_folded == fold(key),
                     Entry.version == version,
-                    Entry.state == UPLOADING,
                 )
             ).first()
             return _info(e) if e else None
 
-    def commit(self, entry_id: int, *, size: int, sha256: str) -> EntryInfo:
+    def claim_commit(self, entry_id: int, *, size: int, sha256: str) -> bool:
+        """Move an upload to `committing` (still invisible); False when another commit claimed it first.
+
+        The claim is what makes a commit single-winner across threads, processes and replicas: only
+        the claimer moves bytes into the blob store."""
+        with self._session.begin() as s:
+            result = s.execute(
+                update(Entry)
+                .where(Entry.id == entry_id, Entry.state == UPLOADING)
+                # reserved_at restarts: a commit that dies after its claim expires one TTL later.
+                .values(state=COMMITTING, size=size, sha256=sha256, reserved_at=utcnow())
+            )
+            return result.rowcount == 1
+
+    def commit(self, entry_id: int) -> EntryInfo:
+        """A claimed upload whose blob is in place becomes a visible entry."""
         now = utcnow()
         with self._session.begin() as s:
             e = s.get(Entry, entry_id, with_for_update=True)
-            if e is None or e.state != UPLOADING:
-                raise NotFound(f"no upload in progress with id {entry_id}")
-            e.state, e.size, e.sha256 = COMMITTED, size, sha256
+            if e is None or e.state != COMMITTING:
+                raise NotFound(f"no upload being committed with id {entry_id}")
+            e.state = COMMITTED
             e.created_at = e.last_accessed_at = now
             return _info(e)
 
     def abort(self, entry_id: int) -> None:
+        """Drop an unfinished upload (uploading, or a commit that died before it finished)."""
         with self._session.begin() as s:
-            s.execute(delete(Entry).where(Entry.id == entry_id, Entry.state == UPLOADING))
+            s.execute(delete(Entry).where(Entry.id == entry_id, Entry.state.in_([UPLOADING, COMMITTING])))
 
     def candidates(
         self, *, repository: str, version: str, scopes: Sequence[str], prefixes: Sequence[str]
@@ -168,7 +211,7 @@ class MetadataStore:
         with self._session() as s:
             rows = s.scalars(
                 select(Entry).where(
-                    Entry.repository == repository,
+                    *_in_repository(repository),
                     Entry.version == version,
                     Entry.state == COMMITTED,
                     Entry.scope.in_(list(scopes)),
@@ -177,25 +220,35 @@ class MetadataStore:
             ).all()
             return [_info(e).candidate for e in rows]
 
-    def touch(self, entry_id: int) -> None:
-        with self._session.begin() as s:
-            s.execute(update(Entry).where(Entry.id == entry_id).values(last_accessed_at=utcnow()))
+    def touch(self, entry_id: int) -> bool:
+        """Record a use for LRU and retention. Best effort: a database that cannot take the write
+        (a full disk) must not turn a restore into a failure; False tells the caller it did not land."""
+        try:
+            with self._session.begin() as s:
+                s.execute(update(Entry).where(Entry.id == entry_id).values(last_accessed_at=utcnow()))
+        except OperationalError as exc:
+            log.warning("last access of entry %s not recorded: %s", entry_id, exc.orig)
+            return False
+        return True
 
     def list_entries(self, *, repository: str, key: str | None = None) -> list[EntryInfo]:
         with self._session() as s:
-            q = select(Entry).where(Entry.repository == repository, Entry.state == COMMITTED)
+            q = select(Entry).where(*_in_repository(repository), Entry.state == COMMITTED)
             if key is not None:
                 q = q.where(Entry.key_folded.startswith(fold(key), autoescape=True))
             return [_info(e) for e in s.scalars(q.order_by(Entry.created_at.desc(), Entry.id.desc())).all()]
 
     def expired_uploads(self, older_than: datetime) -> list[EntryInfo]:
         with self._session() as s:
-            rows = s.scalars(select(Entry).where(Entry.state == UPLOADING, Entry.reserved_at < older_than))
+            rows = s.scalars(
+                select(Entry).where(Entry.state.in_([UPLOADING, COMMITTING]), Entry.reserved_at < older_than)
+            )
             return [_info(e) for e in rows.all()]
 
     def uploads_on_node(self, node: str) -> list[EntryInfo]:
+        """Unfinished uploads staged on this node, including commits that had claimed but not finished."""
         with self._session() as s:
-            rows = s.scalars(select(Entry).where(Entry.state == UPLOADING, Entry.node == node))
+            rows = s.scalars(select(Entry).where(Entry.state.in_([UPLOADING, COMMITTING]), Entry.node == node))
             return [_info(e) for e in rows.all()]
 
     def committed_ids(self, ids: Sequence[int]) -> set[int]:
@@ -288,7 +341,7 @@ class MetadataStore:
         """(number of repositories, [(full_name, entry count, bytes)]) of committed entries, largest first."""
         where = [Entry.state == COMMITTED]
         if owner is not None:
-            where.append(func.lower(Entry.repository).startswith(owner.lower() + "/", autoescape=True))
+            where.append(_owned_by(owner))
         folded = func.lower(Entry.repository)
         size = func.coalesce(func.sum(Entry.size), 0)
         with self._session() as s:
@@ -310,7 +363,7 @@ class MetadataStore:
         if repository is not None:
             where.extend(_in_repository(repository))
         if owner is not None:
-            where.append(func.lower(Entry.repository).startswith(owner.lower() + "/", autoescape=True))
+            where.append(_owned_by(owner))
         with self._session() as s:
             row = s.execute(select(func.count(), func.coalesce(func.sum(Entry.size), 0)).where(*where)).one()
             return int(row[0]), int(row[1])
@@ -318,7 +371,7 @@ class MetadataStore:
     def policy(self, repository: str) -> tuple[int | None, int | None]:
         """A repository's own (storage limit GB, retention days); None where it uses the default."""
         with self._session() as s:
-            p = s.get(RepositoryPolicy, repository.lower())
+            p = s.get(RepositoryPolicy, fold_repository(repository))
             return (p.max_cache_size_gb, p.max_cache_retention_days) if p else (None, None)
 
     def retention_overrides(self) -> dict[str, int]:
@@ -344,9 +397,11 @@ class MetadataStore:
         self, repository: str, max_cache_size_gb: int | None, max_cache_retention_days: int | None
     ) -> tuple[int | None, int | None]:
         with self._session.begin() as s:
-            p = s.get(RepositoryPolicy, repository.lower(), with_for_update=True)
+            p = s.get(RepositoryPolicy, fold_repository(repository), with_for_update=True)
             if p is None:
-                p = RepositoryPolicy(repository_folded=repository.lower(), repository=repository, updated_at=utcnow())
+                p = RepositoryPolicy(
+                    repository_folded=fold_repository(repository), repository=repository, updated_at=utcnow()
+                )
                 s.add(p)
             if max_cache_size_gb is not None:
                 p.max_cache_size_gb = max_cache_size_gb
@@ -357,7 +412,12 @@ class MetadataStore:
 
 
 def _in_repository(repository: str) -> list:
-    return [func.lower(Entry.repository) == repository.lower()]
+    # SQL lower() on the column and fold_repository on the argument: the same ASCII folding.
+    return [func.lower(Entry.repository) == fold_repository(repository)]
+
+
+def _owned_by(owner: str):
+    return func.lower(Entry.repository).startswith(fold_repository(owner) + "/", autoescape=True)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

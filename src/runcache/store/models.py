@@ -8,6 +8,7 @@ from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, fun
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 UPLOADING = "uploading"
+COMMITTING = "committing"  # one commit has claimed the upload; still invisible to lookups
 COMMITTED = "committed"
 
 
@@ -32,6 +33,8 @@ class Entry(Base):
     size: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
     node: Mapped[str] = mapped_column(String(128))
+    # Which token reserved the upload: only it may send bytes or commit (ids are sequential, guessable).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reserved_at: Mapped[datetime]
     created_at: Mapped[datetime]
     last_accessed_at: Mapped[datetime]
@@ -48,6 +51,15 @@ class Entry(Base):
 
 # Management queries: per repository (names compare case-insensitively, as on GitHub) and by last access.
 Index("ix_entry_repository_folded", func.lower(Entry.repository), Entry.state)
+# Immutability across spellings of one repository (`Octo/App` and `octo/app` are one repository).
+Index(
+    "uq_entry_identity_folded",
+    func.lower(Entry.repository),
+    Entry.scope,
+    Entry.key_folded,
+    Entry.version,
+    unique=True,
+)
 Index("ix_entry_state_accessed", Entry.state, Entry.last_accessed_at)
 
 

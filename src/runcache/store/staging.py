@@ -3,98 +3,206 @@
 One folder per upload holds `data` (written at offsets, so v1 chunks may arrive in any order and in
 parallel), `ranges` (an append-only record of the byte ranges fully received) and `blocks/` (Azure
 Put Block bodies until Put Block List orders them). Nothing here is visible to lookups.
+
+Every writer registers with its upload while it holds a file open. A commit first *seals* the
+upload: it waits briefly for registered writers, refuses if they do not finish, and from then on
+no writer may open. So once the staged file becomes the committed blob, nothing in this process
+still writes to it.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from runcache.core.errors import InvalidRequest, NotFound
+from runcache.core.errors import InvalidRequest, NotFound, StorageFull, UploadBusy
+from runcache.core.limits import MB, check_block_count, check_upload_end
 from runcache.core.ranges import check_complete
 
 _HASH_BLOCK = 4 * 1024 * 1024
+# Blocks smaller than this on average are joined into one file at Put Block List: thousands of tiny
+# part files would cost more inodes and opens than the archive is worth.
+_MIN_AVERAGE_PART = 1 * MB
+SEAL_WAIT_SECONDS = 5.0
+
+SpaceGuard = Callable[[int], None]
 
 
-class RangeWriter:
+def _no_guard(_: int) -> None:
+    return None
+
+
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("cache storage full: the server's disk ran out of space; not saving cache")
+    return exc
+
+
+@dataclass
+class _Upload:
+    writers: int = 0
+    sealed: bool = False
+    full: bool = False  # a writer hit the free-space floor: the upload is dropped, not resumed
+    blocks: dict[str, int] = field(default_factory=dict)  # staged block name -> bytes
+
+
+class _Writer:
+    """Registration with the upload plus the checks every writer shares (cap, free space, ENOSPC)."""
+
+    def __init__(self, staging: Staging, upload_id: int, cap: int, guard: SpaceGuard) -> None:
+        self._staging = staging
+        self._upload_id = upload_id
+        self._cap = cap
+        self._guard = guard
+        self._open = True
+
+    def _before_write(self, end: int, size: int) -> None:
+        check_upload_end(end, None, self._cap)
+        try:
+            self._guard(size)
+        except StorageFull:
+            self._staging._mark_full(self._upload_id)
+            raise
+
+    def _failed(self, exc: OSError) -> Exception:
+        err = _storage_error(exc)
+        if isinstance(err, StorageFull):
+            self._staging._mark_full(self._upload_id)
+        return err
+
+    def _release(self) -> None:
+        if self._open:
+            self._open = False
+            self._staging._release(self._upload_id)
+
+
+class RangeWriter(_Writer):
     """Writes one received range at its offset; the range counts only once `finish` verifies its length."""
 
     def __init__(
-        self, staging: Staging, upload_id: int, start: int, expected_end: int | None, *, digest: bool = False
+        self,
+        staging: Staging,
+        upload_id: int,
+        start: int,
+        expected_end: int | None,
+        *,
+        cap: int,
+        guard: SpaceGuard,
+        digest: bool = False,
     ) -> None:
-        self._staging = staging
+        super().__init__(staging, upload_id, cap, guard)
         # A body written in order from byte 0 is hashed as it arrives, sparing commit a second read.
         self._digest = hashlib.sha256() if digest and start == 0 else None
-        if self._digest is None:
-            staging.forget_digest(upload_id)  # before the first byte lands: a recorded hash goes stale
-        (staging.folder(upload_id) / "blocklist").unlink(missing_ok=True)  # bytes now go to `data`
-        self._upload_id = upload_id
+        folder = staging.folder(upload_id)
+        try:
+            if self._digest is None:
+                (folder / "sha256").unlink(missing_ok=True)  # before the first byte lands: the hash goes stale
+            (folder / "blocklist").unlink(missing_ok=True)  # bytes now go to `data`
+            self._fd = os.open(folder / "data", os.O_WRONLY | os.O_CREAT, 0o600)
+        except BaseException:
+            self._release()
+            raise
         self._start = start
         self._offset = start
         self._expected_end = expected_end
-        self._fd = os.open(staging.folder(upload_id) / "data", os.O_WRONLY | os.O_CREAT, 0o600)
 
     def write(self, data: bytes) -> None:
         if self._expected_end is not None and self._offset + len(data) > self._expected_end:
             raise InvalidRequest("request body is longer than its Content-Range")
+        self._before_write(self._offset + len(data), len(data))
         if self._digest is not None:
             self._digest.update(data)
         view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, self._offset)
-            self._offset += n
-            view = view[n:]
+        try:
+            while view:
+                n = os.pwrite(self._fd, view, self._offset)
+                self._offset += n
+                view = view[n:]
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     def finish(self) -> tuple[int, int]:
-        os.close(self._fd)
-        self._fd = -1
-        if self._expected_end is not None and self._offset != self._expected_end:
-            raise InvalidRequest(
-                f"request body has {self._offset - self._start} bytes but Content-Range announced "
-                f"{self._expected_end - self._start}"
-            )
-        if self._digest is not None:
-            self._staging.record_digest(self._upload_id, self._offset, self._digest.hexdigest())
-        self._staging.record_range(self._upload_id, self._start, self._offset)
-        return self._start, self._offset
+        try:
+            os.close(self._fd)
+            self._fd = -1
+            if self._expected_end is not None and self._offset != self._expected_end:
+                raise InvalidRequest(
+                    f"request body has {self._offset - self._start} bytes but Content-Range announced "
+                    f"{self._expected_end - self._start}"
+                )
+            if self._digest is not None:
+                self._staging.record_digest(self._upload_id, self._offset, self._digest.hexdigest())
+            self._staging.record_range(self._upload_id, self._start, self._offset)
+            return self._start, self._offset
+        except OSError as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._release()
 
     def abort(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        self._release()
 
 
-class BlockWriter:
+class BlockWriter(_Writer):
     """An Azure Put Block body, kept apart until Put Block List says where it goes."""
 
-    def __init__(self, path: Path) -> None:
-        self._final = path
-        self._tmp = path.with_name(path.name + ".part")
-        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in finish/abort
+    def __init__(self, staging: Staging, upload_id: int, name: str, *, cap: int, guard: SpaceGuard) -> None:
+        super().__init__(staging, upload_id, cap, guard)
+        self._name = name
+        self._final = staging.folder(upload_id) / "blocks" / name
+        self._tmp = self._final.with_name(f"{name}.{threading.get_ident()}.{time.monotonic_ns()}.part")
+        # Bytes already staged in the upload's other blocks count against the entry cap too.
+        self._others = staging._staged_block_bytes(upload_id, exclude=name)
+        try:
+            self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in finish/abort
+        except OSError as exc:
+            self._release()
+            raise self._failed(exc) from exc
         self.size = 0
 
     def write(self, data: bytes) -> None:
-        self._fh.write(data)
+        self._before_write(self._others + self.size + len(data), len(data))
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            raise self._failed(exc) from exc
         self.size += len(data)
 
     def finish(self) -> None:
-        self._fh.close()
-        os.replace(self._tmp, self._final)
+        try:
+            self._fh.close()
+            os.replace(self._tmp, self._final)
+            self._staging._record_block(self._upload_id, self._name, self.size)
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise self._failed(exc) from exc
+        finally:
+            self._release()
 
     def abort(self) -> None:
         self._fh.close()
         self._tmp.unlink(missing_ok=True)
+        self._release()
 
 
 class Staging:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._uploads: dict[int, _Upload] = {}
 
     def folder(self, upload_id: int) -> Path:
         return self.root / str(int(upload_id))
@@ -102,7 +210,13 @@ class Staging:
     def create(self, upload_id: int) -> None:
         folder = self.folder(upload_id)
         shutil.rmtree(folder, ignore_errors=True)
-        (folder / "blocks").mkdir(parents=True)
+        try:
+            (folder / "blocks").mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _storage_error(exc) from exc
+        with self._lock:
+            self._uploads[upload_id] = _Upload()
 
     def exists(self, upload_id: int) -> bool:
         return self.folder(upload_id).is_dir()
@@ -113,25 +227,117 @@ class Staging:
             raise NotFound(f"no upload in progress with id {upload_id}")
         return folder
 
-    def range_writer(self, upload_id: int, start: int, end: int | None) -> RangeWriter:
-        self._require(upload_id)
-        return RangeWriter(self, upload_id, start, end)
+    # --- writer registration and sealing ---------------------------------------------------------
+    def _state(self, upload_id: int) -> _Upload:
+        # Uploads staged before this process started have no state yet (recovery clears them anyway).
+        return self._uploads.setdefault(upload_id, _Upload())
 
-    def whole_writer(self, upload_id: int) -> RangeWriter:
-        """Put Blob replaces whatever was uploaded before."""
-        folder = self._require(upload_id)
+    def _register(self, upload_id: int) -> None:
         with self._lock:
-            (folder / "data").unlink(missing_ok=True)
-            (folder / "ranges").unlink(missing_ok=True)
-            (folder / "sha256").unlink(missing_ok=True)
-            (folder / "blocklist").unlink(missing_ok=True)
-        return RangeWriter(self, upload_id, 0, None, digest=True)
+            self._require(upload_id)
+            st = self._state(upload_id)
+            if st.full:
+                raise StorageFull("cache storage full: this upload was dropped when the disk filled up")
+            if st.sealed:
+                raise UploadBusy(f"upload {upload_id} is being committed and takes no more bytes")
+            st.writers += 1
 
+    def _release(self, upload_id: int) -> None:
+        with self._lock:
+            st = self._uploads.get(upload_id)
+            if st is not None:
+                st.writers -= 1
+                self._changed.notify_all()
+
+    def _mark_full(self, upload_id: int) -> None:
+        with self._lock:
+            self._state(upload_id).full = True
+
+    def dropped_for_space(self, upload_id: int) -> bool:
+        with self._lock:
+            st = self._uploads.get(upload_id)
+            return st is not None and st.full
+
+    def seal(self, upload_id: int, wait: float = SEAL_WAIT_SECONDS) -> None:
+        """No more writers from now on; waits up to `wait` seconds for the ones still sending."""
+        deadline = time.monotonic() + wait
+        with self._lock:
+            self._require(upload_id)
+            st = self._state(upload_id)
+            if st.sealed:
+                raise UploadBusy(f"upload {upload_id} is already being committed")
+            st.sealed = True
+            while st.writers > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    st.sealed = False
+                    raise UploadBusy(
+                        f"upload {upload_id} still has {st.writers} requests sending bytes; commit after they finish"
+                    )
+                self._changed.wait(left)
+
+    def unseal(self, upload_id: int) -> None:
+        """A commit that failed its checks leaves the upload open for more bytes, as before it began."""
+        with self._lock:
+            st = self._uploads.get(upload_id)
+            if st is not None:
+                st.sealed = False
+
+    # --- writers ---------------------------------------------------------------------------------
+    def range_writer(
+        self, upload_id: int, start: int, end: int | None, *, cap: int, guard: SpaceGuard = _no_guard
+    ) -> RangeWriter:
+        self._register(upload_id)
+        return RangeWriter(self, upload_id, start, end, cap=cap, guard=guard)
+
+    def whole_writer(self, upload_id: int, *, cap: int, guard: SpaceGuard = _no_guard) -> RangeWriter:
+        """Put Blob replaces whatever was uploaded before."""
+        self._register(upload_id)
+        folder = self.folder(upload_id)
+        with self._lock:
+            for stale in ("data", "ranges", "sha256", "blocklist"):
+                (folder / stale).unlink(missing_ok=True)
+        return RangeWriter(self, upload_id, 0, None, cap=cap, guard=guard, digest=True)
+
+    def block_writer(
+        self, upload_id: int, block_id: str, *, cap: int, max_blocks: int, guard: SpaceGuard = _no_guard
+    ) -> BlockWriter:
+        name = self.block_name(block_id)
+        self._register(upload_id)
+        try:
+            folder = self.folder(upload_id)
+            with self._lock:
+                blocks = self._known_blocks(upload_id)
+                if name not in blocks:
+                    check_block_count(len(blocks) + 1, max_blocks)
+                # A block after a block list reopens the upload: it must be listed again before commit.
+                for stale in ("blocklist", "sha256", "ranges"):
+                    (folder / stale).unlink(missing_ok=True)
+        except BaseException:
+            self._release(upload_id)
+            raise
+        return BlockWriter(self, upload_id, name, cap=cap, guard=guard)
+
+    def _known_blocks(self, upload_id: int) -> dict[str, int]:
+        """Staged blocks of an upload (caller holds the lock); read from disk once after a restart."""
+        st = self._state(upload_id)
+        if not st.blocks:
+            folder = self.folder(upload_id) / "blocks"
+            if folder.is_dir():
+                st.blocks = {p.name: p.stat().st_size for p in folder.iterdir() if not p.name.endswith(".part")}
+        return st.blocks
+
+    def _staged_block_bytes(self, upload_id: int, exclude: str) -> int:
+        with self._lock:
+            return sum(size for name, size in self._known_blocks(upload_id).items() if name != exclude)
+
+    def _record_block(self, upload_id: int, name: str, size: int) -> None:
+        with self._lock:
+            self._known_blocks(upload_id)[name] = size
+
+    # --- bookkeeping -----------------------------------------------------------------------------
     def record_digest(self, upload_id: int, size: int, sha256: str) -> None:
         (self._require(upload_id) / "sha256").write_text(f"{size} {sha256}\n")
-
-    def forget_digest(self, upload_id: int) -> None:
-        (self._require(upload_id) / "sha256").unlink(missing_ok=True)
 
     def _known_digest(self, folder: Path, size: int) -> str | None:
         try:
@@ -166,49 +372,68 @@ class Staging:
             raise InvalidRequest("block id must decode to 1..64 bytes")
         return raw.hex()
 
-    def block_writer(self, upload_id: int, block_id: str) -> BlockWriter:
-        folder = self._require(upload_id)
-        with self._lock:
-            # A block after a block list reopens the upload: it must be listed again before commit.
-            for stale in ("blocklist", "sha256", "ranges"):
-                (folder / stale).unlink(missing_ok=True)
-        return BlockWriter(folder / "blocks" / self.block_name(block_id))
-
-    def commit_blocks(self, upload_id: int, block_ids: list[str]) -> int:
+    def commit_blocks(self, upload_id: int, block_ids: list[str], *, max_blocks: int) -> int:
         """Put Block List: the listed blocks, in list order, are the blob; unlisted blocks are dropped.
 
-        The blocks stay where they are (the blob store keeps them as ordered parts); one read computes
-        the SHA-256 now, so commit needs neither a concatenated copy nor another read.
+        Large blocks stay where they are (the blob store keeps them as ordered parts) and one read
+        computes the SHA-256 now, so commit needs neither a concatenated copy nor another read. Many
+        small blocks are joined into one file in that same read.
         """
         folder = self._require(upload_id)
+        check_block_count(len(block_ids), max_blocks)
         blocks = folder / "blocks"
         names = [self.block_name(bid) for bid in block_ids]
         if len(set(names)) != len(names):
             # The same block twice would need a copy; no client does it, so refuse rather than duplicate.
             raise InvalidRequest("a block may appear only once in the block list")
-        digest = hashlib.sha256()
-        total = 0
         for bid, name in zip(block_ids, names, strict=True):
-            p = blocks / name
-            if not p.is_file():
+            if not (blocks / name).is_file():
                 raise InvalidRequest(f"block {bid} was never uploaded")
-            with open(p, "rb") as src:
-                while block := src.read(_HASH_BLOCK):
-                    digest.update(block)
-                    total += len(block)
-        with self._lock:
-            listed = set(names)
-            for p in blocks.iterdir():
-                if p.name not in listed:
-                    p.unlink(missing_ok=True)
-            (folder / "data").unlink(missing_ok=True)
-            (folder / "blocklist").write_text("".join(f"{n}\n" for n in names))
-            (folder / "ranges").write_text(f"0 {total}\n" if total else "")
-            (folder / "sha256").write_text(f"{total} {digest.hexdigest()}\n")
-        return total
+        self._register(upload_id)  # nothing may be sealed or committed while the list is applied
+        try:
+            sizes = [(blocks / n).stat().st_size for n in names]
+            join = len(names) > 1 and sum(sizes) < _MIN_AVERAGE_PART * len(names)
+            digest = hashlib.sha256()
+            total = 0
+            joined = folder / "data.joining"
+            out = open(joined, "wb") if join else None  # noqa: SIM115 - closed below
+            try:
+                for name in names:
+                    with open(blocks / name, "rb") as src:
+                        while block := src.read(_HASH_BLOCK):
+                            digest.update(block)
+                            total += len(block)
+                            if out is not None:
+                                out.write(block)
+            except OSError as exc:
+                joined.unlink(missing_ok=True)
+                raise _storage_error(exc) from exc
+            finally:
+                if out is not None:
+                    out.close()
+            with self._lock:
+                (folder / "data").unlink(missing_ok=True)
+                if join:
+                    os.replace(joined, folder / "data")
+                    (folder / "blocklist").unlink(missing_ok=True)
+                    listed: set[str] = set()
+                else:
+                    (folder / "blocklist").write_text("".join(f"{n}\n" for n in names))
+                    listed = set(names)
+                for p in blocks.iterdir():
+                    if p.name not in listed and not p.name.endswith(".part"):
+                        p.unlink(missing_ok=True)
+                st = self._state(upload_id)
+                st.blocks = {n: s for n, s in zip(names, sizes, strict=True) if n in listed}
+                (folder / "ranges").write_text(f"0 {total}\n" if total else "")
+                (folder / "sha256").write_text(f"{total} {digest.hexdigest()}\n")
+            return total
+        finally:
+            self._release(upload_id)
 
     def finalize(self, upload_id: int, size: int) -> tuple[list[Path], str]:
-        """Prove the upload is exactly `size` bytes with no holes; return its files in order and its SHA-256."""
+        """Prove the sealed upload is exactly `size` bytes with no holes, flush it to disk, and return
+        its files in order and its SHA-256."""
         folder = self._require(upload_id)
         check_complete(self.ranges(upload_id), size)
         listing = folder / "blocklist"
@@ -223,17 +448,22 @@ class Staging:
         if actual != size:
             raise InvalidRequest(f"staged upload has {actual} bytes, expected {size}")
         known = self._known_digest(folder, size)
-        if known is not None:
-            return paths, known
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if known is None else None
         for p in paths:
             with open(p, "rb") as fh:
-                while chunk := fh.read(_HASH_BLOCK):
-                    digest.update(chunk)
-        return paths, digest.hexdigest()
+                if digest is not None:
+                    while chunk := fh.read(_HASH_BLOCK):
+                        digest.update(chunk)
+                # Durable before the row says committed: a power loss must not leave a row over a partial blob.
+                os.fsync(fh.fileno())
+        return paths, known if digest is None else digest.hexdigest()
 
     def discard(self, upload_id: int) -> None:
         shutil.rmtree(self.folder(upload_id), ignore_errors=True)
+        with self._lock:
+            st = self._uploads.get(upload_id)
+            if st is not None and st.writers == 0:
+                del self._uploads[upload_id]
 
     def upload_ids(self) -> list[int]:
         return [int(p.name) for p in self.root.iterdir() if p.is_dir() and p.name.isdigit()]
@@ -244,3 +474,5 @@ class Staging:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
+        with self._lock:
+            self._uploads.clear()
