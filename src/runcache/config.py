@@ -31,7 +31,7 @@ class Settings:
     storage_limit_gb: int = 10  # default per-repository cache size limit (GB of 1024^3 bytes)
     retention_days: int = 7  # default days an entry is kept after its last access
     janitor_interval: int = 60  # seconds between housekeeping passes (expired uploads, retention)
-    max_entry_size_gb: int = 10  # largest archive accepted (GitHub's limit), within the repository's limit
+    max_entry_size_mb: int = 10240  # largest archive accepted (GitHub's 10 GB), within the repository's limit
     max_uploads_per_repo: int = 100  # uploads in progress per repository
     max_blocks_per_upload: int = 5000  # Azure blocks per upload
     max_entries_per_repo: int = 20000  # entries per repository; least recently used beyond it are evicted

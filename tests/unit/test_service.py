@@ -130,3 +130,48 @@ def test_block_list_hash_covers_the_listed_order(svc: CacheService) -> None:
         bw.finish()
     assert svc.put_block_list(entry, [ids[2], ids[0]]) == 4
     assert svc.commit(entry, 4).sha256 == hashlib.sha256(b"CCAA").hexdigest()
+
+
+def test_blob_and_its_folder_are_fsynced_before_the_row_is_committed(
+    svc: CacheService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    real_commit = svc.metadata.commit
+
+    def commit(entry_id: int):
+        events.append("row committed")
+        return real_commit(entry_id)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(svc.metadata, "commit", commit)
+    eid = save(svc, "durable", b"bytes on disk")
+    blob = svc.blobs.parts(str(eid))[0]  # type: ignore[index]
+    committed_at = events.index("row committed")
+    synced = events[:committed_at]
+    assert any(e.startswith("fsync ") and e.endswith("/data") for e in synced)  # the staged file's bytes
+    assert f"fsync {blob.parent}" in synced  # the name it got in the blob store
+
+
+def test_two_part_builds_of_one_blob_never_share_a_folder(tmp_path: Path) -> None:
+    from runcache.store.disk import DiskBlobStore
+
+    store = DiskBlobStore(tmp_path / "blobs")
+    first, second = [], []
+    for i, bucket in enumerate((first, second)):
+        for j in range(3):
+            p = tmp_path / f"p{i}{j}"
+            p.write_bytes(bytes([i]) * 10)
+            bucket.append(p)
+    store.put_parts("7", first, size=30, sha256="")
+    with pytest.raises(OSError):
+        store.put_parts("7", second, size=30, sha256="")  # never swaps or mixes into a committed blob
+    assert b"".join(p.read_bytes() for p in store.parts("7") or []) == b"\0" * 30
+    assert [p.name for p in (tmp_path / "blobs").rglob(".*")] == []  # no half-built folder left

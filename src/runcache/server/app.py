@@ -21,7 +21,7 @@ from runcache.auth.signing import UrlSigner
 from runcache.auth.tokens import TokenIssuer
 from runcache.config import Settings
 from runcache.core.eviction import validate_retention, validate_storage_limit
-from runcache.core.limits import GB, MB, UploadLimits
+from runcache.core.limits import MB, UploadLimits
 from runcache.management import Management
 from runcache.server import blob, rest, twirp, v1, web
 from runcache.server.common import AppState
@@ -39,7 +39,7 @@ def build_service(settings: Settings) -> CacheService:
     validate_storage_limit(settings.storage_limit_gb)  # a bad default fails at start, not at the first commit
     validate_retention(settings.retention_days)
     limits = UploadLimits(
-        max_entry_bytes=settings.max_entry_size_gb * GB,
+        max_entry_bytes=settings.max_entry_size_mb * MB,
         max_uploads_per_repo=settings.max_uploads_per_repo,
         max_blocks_per_upload=settings.max_blocks_per_upload,
         max_entries_per_repo=settings.max_entries_per_repo,
@@ -111,6 +111,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.runcache = state
     app.state.management = Management(service)
+    app.state.web_sessions = web.SessionStore(service.metadata.engine)  # the page's sign-ins
     return app
 
 
