@@ -88,9 +88,7 @@ async def finalize_entry(request: Request, body: dict[str, Any]) -> dict[str, An
     svc = state(request).service
     size = parse_int(_field(body, "size_bytes") or 0, "size_bytes")
     try:
-        committed = await run_in_threadpool(
-            svc.finalize_by_key, ident, _str(body, "key"), _str(body, "version"), size
-        )
+        committed = await run_in_threadpool(svc.finalize_by_key, ident, _str(body, "key"), _str(body, "version"), size)
     except (NotFound, IncompleteUpload, WriteDenied, UploadBusy, EntryTooLarge) as exc:
         return {"ok": False, "entry_id": "0", "message": str(exc)}
     return {"ok": True, "entry_id": str(committed.id), "message": ""}
