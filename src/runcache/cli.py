@@ -30,6 +30,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         results_upstream=args.results_upstream,
         storage_limit_gb=args.storage_limit_gb,
         retention_days=args.retention_days,
+        max_entry_size_mb=args.max_entry_size_mb,
+        min_free_mb=args.min_free_mb,
     )
     serve(settings, log_level=args.log_level)
     return 0
@@ -209,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-upstream", help="forward other /twirp/ services (artifacts) to this URL")
     p.add_argument("--storage-limit-gb", type=int, help="default cache size limit per repository (default 10)")
     p.add_argument("--retention-days", type=int, help="default days caches are kept after last use (default 7)")
+    p.add_argument(
+        "--max-entry-size-mb", type=int, help="largest cache entry accepted (env RUNCACHE_MAX_ENTRY_SIZE_MB, 10240)"
+    )
+    p.add_argument(
+        "--min-free-mb",
+        type=int,
+        help="free space saves must leave on the data volume, at most 10%% of it (env RUNCACHE_MIN_FREE_MB, 1024)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
