@@ -7,10 +7,11 @@ and limit changes go through `CacheService`, which owns eviction and blob remova
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from runcache.core.access import ADMIN, READ, WRITE, Forbidden, Principal
+from runcache.core.access import ADMIN, READ, WRITE, Forbidden, Principal, repository_for_id, same_name
 from runcache.core.errors import NotFound
 from runcache.core.eviction import GB, validate_retention, validate_storage_limit
 from runcache.core.keys import MAX_KEY_LENGTH
@@ -18,6 +19,7 @@ from runcache.core.listing import Page, ValidationFailed, validate_name
 from runcache.core.scopes import normalize_ref
 from runcache.service import CacheService
 from runcache.store.metadata import EntryInfo
+from runcache.store.models import COMMITTED
 
 log = logging.getLogger("runcache.management")
 MAX_ID = 2**63 - 1
@@ -48,8 +50,22 @@ def repository_name(owner: str, repo: str) -> str:
         raise NotFound(f"repository {owner}/{repo} not found") from None
 
 
+def repository_from_path(params: Mapping[str, str]) -> str:
+    """The repository a REST or page path names: `{owner}/{repo}`, or `{repository_id}` for one known
+    only by id. Invalid names and ids are reported as not found."""
+    if "repository_id" in params:
+        try:
+            return repository_for_id(params["repository_id"])
+        except ValueError:
+            raise NotFound(f"repository {params['repository_id']} not found") from None
+    return repository_name(params["owner"], params["repo"])
+
+
 def normalize_filter_ref(ref: str | None) -> str | None:
-    """`refs/heads/main`, `refs/pull/7/merge`; a bare branch name means `refs/heads/<name>`."""
+    """`refs/heads/main`, `refs/pull/7/merge`; a bare branch name means `refs/heads/<name>`.
+
+    None when there is no filter, and only then: callers test `ref_can_match` first, since a ref that
+    is given but blank must narrow to nothing, not widen to every ref."""
     if ref is None or not ref.strip():
         return None
     return normalize_ref(ref)
@@ -58,6 +74,12 @@ def normalize_filter_ref(ref: str | None) -> str | None:
 def _searchable(text: str | None) -> bool:
     # A key filter that can never match a stored key (too long, NUL) simply matches nothing.
     return text is None or (len(text) <= MAX_KEY_LENGTH and "\x00" not in text)
+
+
+def ref_can_match(ref: str | None) -> bool:
+    """False for a ref filter that is given but matches no stored ref (blank, NUL, too long): such a
+    filter selects nothing. Dropping it instead once turned `DELETE ?key=K&ref=%20` into "every ref"."""
+    return ref is None or (_searchable(ref) and bool(ref.strip()))
 
 
 class Management:
@@ -79,7 +101,7 @@ class Management:
         created_before: datetime | None = None,
     ) -> tuple[int, list[EntryInfo]]:
         principal.require(repository, READ)
-        if not _searchable(key) or not _searchable(ref):
+        if not _searchable(key) or not ref_can_match(ref):
             return 0, []
         return self.metadata.query_entries(
             repository=repository,
@@ -98,7 +120,7 @@ class Management:
         found = []
         for i in ids:
             e = self.metadata.get(i) if 0 < i <= MAX_ID else None
-            if e is not None and e.state == "committed" and e.repository.lower() == repository.lower():
+            if e is not None and e.state == COMMITTED and same_name(e.repository, repository):
                 found.append(e)
         return found
 
@@ -112,13 +134,15 @@ class Management:
         principal.require(repository, WRITE)
         if not key:
             raise ValidationFailed("key", "key is required", code="missing_field")
-        ref = normalize_filter_ref(ref) if _searchable(ref) else None
+        if not ref_can_match(ref) or not _searchable(key):
+            raise NotFound(f"no cache with key {key!r} in {repository}")
+        ref = normalize_filter_ref(ref)
         if principal.kind == "job":
             # A job deletes from its own ref only; naming another ref is refused, not ignored.
             if ref is not None and not principal.may_delete_scope(ref):
                 raise Forbidden(f"a job token may only delete caches of {principal.write_scope}")
             ref = principal.write_scope
-        matches = self.metadata.entries_with_key(repository=repository, key=key, ref=ref) if _searchable(key) else []
+        matches = self.metadata.entries_with_key(repository=repository, key=key, ref=ref)
         if not matches:
             raise NotFound(f"no cache with key {key!r} in {repository}")
         gone = self.service.delete_entries([e.id for e in matches])
@@ -128,7 +152,7 @@ class Management:
     def delete_by_id(self, principal: Principal, repository: str, entry_id: int) -> EntryInfo:
         principal.require(repository, WRITE)
         entry = self.metadata.get(entry_id) if 0 < entry_id <= MAX_ID else None
-        if entry is None or entry.state != "committed" or entry.repository.lower() != repository.lower():
+        if entry is None or entry.state != COMMITTED or not same_name(entry.repository, repository):
             raise NotFound(f"no cache with id {entry_id} in {repository}")
         if not principal.may_delete_scope(entry.scope):
             raise Forbidden(f"a job token may only delete caches of {principal.write_scope}")

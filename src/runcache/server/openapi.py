@@ -46,7 +46,8 @@ _COMPONENTS: dict[str, Any] = {
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "A management token (`runcache token --admin`) or a job token. "
+            "description": "A management token (`runcache token --admin`) or a job token (reads need a "
+            "readable cache scope: a write-only job token may only delete its own ref's caches). "
             "GitHub's `Authorization: token <t>` form is accepted too.",
         }
     },
@@ -64,6 +65,14 @@ _COMPONENTS: dict[str, Any] = {
             "required": True,
             "description": "The name of the repository (not case sensitive).",
             "schema": _NAME_SCHEMA,
+        },
+        "repository-id": {
+            "name": "repository_id",
+            "in": "path",
+            "required": True,
+            "description": "The numeric id of the repository. Caches saved with a GitHub token that names its "
+            "repository only by id (no `repository` claim) are reachable here only.",
+            "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
         },
         "org": {
             "name": "org",
@@ -88,7 +97,8 @@ _COMPONENTS: dict[str, Any] = {
             "name": "ref",
             "in": "query",
             "description": "The full Git reference for narrowing down the cache: `refs/heads/<branch name>` or "
-            "`refs/pull/<number>/merge` (a bare branch name means `refs/heads/<name>`).",
+            "`refs/pull/<number>/merge` (a bare branch name means `refs/heads/<name>`). A `ref` that is given "
+            "but cannot match one (empty, blank) selects nothing: it never widens to every ref.",
             "schema": {"type": "string"},
         },
         "actions-cache-key": {
@@ -251,7 +261,7 @@ _PATHS: dict[str, Any] = {
         "delete": {
             "summary": "Delete GitHub Actions caches for a repository (using a cache key)",
             "description": "Deletes every cache with exactly this key (in every ref and version unless `ref` "
-            "narrows it) and returns them. A job token deletes from its own ref only.",
+            "narrows it) and returns them; 404 when nothing matched. A job token deletes from its own ref only.",
             "operationId": "actions/delete-actions-cache-by-key",
             "tags": ["actions"],
             "parameters": [*_REPO, _param("actions-cache-key-required"), _param("actions-cache-git-ref-full")],
@@ -366,6 +376,27 @@ _PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+def _by_repository_id(paths: dict[str, Any]) -> dict[str, Any]:
+    """GitHub serves every repository operation under `/repositories/{repository_id}` as well."""
+    out: dict[str, Any] = {}
+    for path, ops in paths.items():
+        if not path.startswith("/repos/{owner}/{repo}/"):
+            continue
+        variant: dict[str, Any] = {}
+        for method, op in ops.items():
+            op = copy.deepcopy(op)
+            rest = [p for p in op["parameters"] if p not in _REPO]
+            op["parameters"] = [_param("repository-id"), *rest]
+            op["operationId"] += "-by-repository-id"
+            op["summary"] += " (by repository id)"
+            variant[method] = op
+        out[path.replace("/repos/{owner}/{repo}/", "/repositories/{repository_id}/", 1)] = variant
+    return out
+
+
+_PATHS.update(_by_repository_id(_PATHS))
 
 
 def openapi_document() -> dict[str, Any]:

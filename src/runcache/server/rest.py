@@ -3,6 +3,10 @@
 Served at the root and under `/api/v3` (GitHub Enterprise style), so Octokit, `gh` and scripts work
 with a base URL. Errors use GitHub's body shape: `{"message", "documentation_url", "status"}`, with
 `errors` for 422 validation failures. The OpenAPI document at `/openapi.json` describes all of it.
+
+A repository's operations are served under `/repos/{owner}/{repo}` and, as GitHub also does, under
+`/repositories/{repository_id}`: that is the only address of caches saved with a GitHub token that
+names its repository by id alone (stored as `id:<n>`, see `core.access.repository_for_id`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from runcache.core.access import ADMIN, WRITE, Forbidden, Principal
 from runcache.core.errors import CacheError, InvalidRequest, NotFound, Unauthenticated
 from runcache.core.listing import ValidationFailed, link_header, parse_page, parse_sort, validate_name
-from runcache.management import MAX_ID, Management, repository_name
+from runcache.management import MAX_ID, Management, repository_from_path
 from runcache.server.common import iso, public_base, read_json, state
 from runcache.server.openapi import API_PREFIX, openapi_document
 from runcache.store.metadata import EntryInfo
@@ -95,7 +99,7 @@ def cache_list_json(total: int, entries: list[EntryInfo]) -> dict[str, Any]:
 
 
 def _repo(request: Request) -> str:
-    return repository_name(request.path_params["owner"], request.path_params["repo"])
+    return repository_from_path(request.path_params)
 
 
 def _page_headers(request: Request, page, total: int) -> dict[str, str]:
@@ -115,7 +119,7 @@ async def list_caches(request: Request) -> Response:
         who,
         repository,
         key=q.get("key") or None,
-        ref=q.get("ref") or None,
+        ref=q.get("ref"),  # given but empty selects nothing, as any ref that cannot match
         sort=sort,
         direction=direction,
         page=page,
@@ -133,7 +137,8 @@ async def delete_by_key(request: Request) -> Response:
         # Checked after authorization, so an unauthorised caller learns nothing from the 422.
         await run_in_threadpool(who.require, repository, WRITE)
         raise ValidationFailed("key", "key is required", code="missing_field")
-    gone = await run_in_threadpool(management(request).delete_by_key, who, repository, key, q.get("ref") or None)
+    # `ref=` given but blank must not mean "every ref": the rule is Management.delete_by_key's.
+    gone = await run_in_threadpool(management(request).delete_by_key, who, repository, key, q.get("ref"))
     return JSONResponse(cache_list_json(len(gone), gone))
 
 
@@ -234,18 +239,38 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
+@rest_errors
+async def unrouted(request: Request) -> Response:
+    """Any other path under `/repositories/`: GitHub's JSON 404 (odd ids included), not the page's text."""
+    raise NotFound("Not Found")
+
+
+_REPO_OPERATIONS: list[tuple[str, Handler, str]] = [
+    ("/actions/caches", list_caches, "GET"),
+    ("/actions/caches", delete_by_key, "DELETE"),
+    ("/actions/caches/{cache_id}", delete_by_id, "DELETE"),
+    ("/actions/cache/usage", repo_usage, "GET"),
+    ("/actions/cache/storage-limit", get_storage_limit, "GET"),
+    ("/actions/cache/storage-limit", put_storage_limit, "PUT"),
+    ("/actions/cache/retention-limit", get_retention_limit, "GET"),
+    ("/actions/cache/retention-limit", put_retention_limit, "PUT"),
+]
+REPOSITORY_BASES = ("/repos/{owner}/{repo}", "/repositories/{repository_id}")
+
 _api: list[BaseRoute] = [
-    Route("/repos/{owner}/{repo}/actions/caches", list_caches, methods=["GET"]),
-    Route("/repos/{owner}/{repo}/actions/caches", delete_by_key, methods=["DELETE"]),
-    Route("/repos/{owner}/{repo}/actions/caches/{cache_id}", delete_by_id, methods=["DELETE"]),
-    Route("/repos/{owner}/{repo}/actions/cache/usage", repo_usage, methods=["GET"]),
-    Route("/repos/{owner}/{repo}/actions/cache/storage-limit", get_storage_limit, methods=["GET"]),
-    Route("/repos/{owner}/{repo}/actions/cache/storage-limit", put_storage_limit, methods=["PUT"]),
-    Route("/repos/{owner}/{repo}/actions/cache/retention-limit", get_retention_limit, methods=["GET"]),
-    Route("/repos/{owner}/{repo}/actions/cache/retention-limit", put_retention_limit, methods=["PUT"]),
+    *(
+        Route(base + path, handler, methods=[method])
+        for base in REPOSITORY_BASES
+        for path, handler, method in _REPO_OPERATIONS
+    ),
     Route("/orgs/{org}/actions/cache/usage", org_usage, methods=["GET"]),
     Route("/orgs/{org}/actions/cache/usage-by-repository", org_usage_by_repository, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
 ]
 
-routes: list[BaseRoute] = [*_api, Mount(API_PREFIX, routes=_api)]
+routes: list[BaseRoute] = [
+    *_api,
+    Mount(API_PREFIX, routes=_api),
+    # After the real routes: keeps `/repositories/...` out of the web page's `/{owner}/{repo}` paths.
+    Route("/repositories/{rest:path}", unrouted),
+]

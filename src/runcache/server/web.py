@@ -2,10 +2,15 @@
 
 Server-rendered HTML (Jinja2, autoescaped: every key is text, never markup) with one small script
 for confirmations and auto-submitting the menus; everything works without it. Sign-in takes a
-management token and keeps it in an HttpOnly, SameSite=Strict cookie; every form that changes
-something carries a CSRF token bound to that session. A request carrying
-`Authorization: Bearer <management token>` is answered as well (scripts, tests) and needs no CSRF
-token, since a browser never adds that header on its own.
+management token and opens a server-side session (`store/sessions.py`): the HttpOnly,
+SameSite=Strict cookie carries only a random session id, the token stays on the server and is
+verified again on every request, and signing out deletes the session, so a copied cookie dies with
+it. Every form that changes something carries a CSRF token bound to that session. A request
+carrying `Authorization: Bearer <management token>` is answered as well (scripts, tests) and needs
+no CSRF token, since a browser never adds that header on its own.
+
+Repositories known only by id (`id:<n>`, see core/access.py) have their page at
+`/-/repositories/<n>/actions/caches`: `/repositories/<n>/...` is the REST API's.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import hashlib
 import hmac
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -27,14 +32,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runcache.core.access import ADMIN, LEVEL_NAMES, WRITE, Forbidden, Principal
+from runcache.core.access import ADMIN, LEVEL_NAMES, WRITE, Forbidden, Principal, repository_id_of
 from runcache.core.errors import CacheError, InvalidRequest, NotFound, Unauthenticated
 from runcache.core.eviction import GB
 from runcache.core.humanize import fuzzy_ago, human_size
 from runcache.core.listing import DIRECTIONS, SORT_FIELDS, Page, ValidationFailed, parse_filter_query
-from runcache.management import Management, normalize_filter_ref, repository_name
+from runcache.management import Management, normalize_filter_ref, repository_from_path
 from runcache.server.common import iso, state
 from runcache.store.metadata import utcnow
+from runcache.store.sessions import SessionStore
 
 log = logging.getLogger("runcache.web")
 HERE = Path(__file__).parent / "webui"
@@ -86,8 +92,20 @@ def management(request: Request) -> Management:
     return request.app.state.management
 
 
+def sessions(request: Request) -> SessionStore:
+    return request.app.state.web_sessions
+
+
+def page_path(repository: str) -> str:
+    """Where a repository's Caches page is: `/{owner}/{repo}/...`, or `/-/repositories/<n>/...` by id."""
+    repository_id = repository_id_of(repository)
+    if repository_id is not None:
+        return f"/-/repositories/{repository_id}/actions/caches"
+    return f"/{repository}/actions/caches"
+
+
 # --- sessions and CSRF ----------------------------------------------------------------------------
-def _session_token(request: Request) -> str | None:
+def _session_id(request: Request) -> str | None:
     return request.cookies.get(COOKIE) or None
 
 
@@ -102,10 +120,13 @@ async def who(request: Request) -> tuple[Principal, str | None]:
     header = request.headers.get("authorization")
     if header:
         return await run_in_threadpool(auth.principal, header, admin_only=True), None
-    session = _session_token(request)
-    if not session:
+    session = _session_id(request)
+    token = await run_in_threadpool(sessions(request).token, session) if session else None
+    if not session or not token:
         raise Unauthenticated("Requires authentication")
-    return await run_in_threadpool(auth.principal, f"Bearer {session}", admin_only=True), csrf_token(request, session)
+    # The token is verified again on every request: its expiry and the server secret still rule.
+    principal = await run_in_threadpool(auth.principal, f"Bearer {token}", admin_only=True)
+    return principal, csrf_token(request, session)
 
 
 def _same_origin(request: Request) -> bool:
@@ -195,7 +216,12 @@ async def index(request: Request) -> Response:
         for r in repos:
             limits[r.full_name] = await run_in_threadpool(management(request).limits, principal, r.full_name)
         rows = [
-            {"repo": r, "limit": limits[r.full_name].storage_bytes, "limit_gb": limits[r.full_name].storage_gb}
+            {
+                "repo": r,
+                "url": page_path(r.full_name),
+                "limit": limits[r.full_name].storage_bytes,
+                "limit_gb": limits[r.full_name].storage_gb,
+            }
             for r in repos
         ]
         return render(
@@ -242,7 +268,7 @@ async def caches_page(request: Request) -> Response:
     principal = None
     try:
         principal, csrf = await who(request)
-        repository = repository_name(request.path_params["owner"], request.path_params["repo"])
+        repository = repository_from_path(request.path_params)
         mgmt = management(request)
         f = _filters(request.query_params)
         number = _page_number(request.query_params.get("page"))
@@ -313,7 +339,7 @@ async def delete_caches(request: Request) -> Response:
     principal = None
     try:
         principal, csrf = await who(request)
-        repository = repository_name(request.path_params["owner"], request.path_params["repo"])
+        repository = repository_from_path(request.path_params)
         form = await read_form(request)
         _check_csrf(request, form, csrf)
         mgmt = management(request)
@@ -415,12 +441,18 @@ async def login(request: Request) -> Response:
         if not token:
             message = "Enter a management token."
         return render("login.html", 401, next=target, error=message, principal=None)
-    response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
-    claims = jwt.decode(token, options={"verify_signature": False})
+    claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
     max_age = max(1, min(SESSION_SECONDS, int(claims.get("exp", 0)) - int(time.time())))
+    store = sessions(request)
+    previous = _session_id(request)
+    if previous:
+        # A new sign-in never keeps an earlier session id alive (nor one planted in the browser).
+        await run_in_threadpool(store.delete, previous)
+    session = await run_in_threadpool(store.create, token, expires_at=utcnow() + timedelta(seconds=max_age))
+    response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
     response.set_cookie(
         COOKIE,
-        token,
+        session,
         max_age=max_age,
         path="/",
         httponly=True,
@@ -438,10 +470,12 @@ def _secure(request: Request) -> bool:
 async def logout(request: Request) -> Response:
     try:
         form = await read_form(request)
-        session = _session_token(request)
+        session = _session_id(request)
         _check_csrf(request, form, csrf_token(request, session) if session else None)
     except CacheError as exc:
         return error_page(request, exc)
+    if session:
+        await run_in_threadpool(sessions(request).delete, session)
     response = RedirectResponse("/-/login", status_code=303, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request))
     return response
@@ -453,6 +487,8 @@ routes: list[BaseRoute] = [
     Route("/-/login", login, methods=["POST"]),
     Route("/-/logout", logout, methods=["POST"]),
     Mount("/-/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    Route("/-/repositories/{repository_id}/actions/caches", caches_page, methods=["GET"]),
+    Route("/-/repositories/{repository_id}/actions/caches/delete", delete_caches, methods=["POST"]),
     Route("/{owner}/{repo}/actions/caches", caches_page, methods=["GET"]),
     Route("/{owner}/{repo}/actions/caches/delete", delete_caches, methods=["POST"]),
 ]
