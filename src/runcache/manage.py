@@ -295,6 +295,9 @@ def cmd_rm(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys
         raise UsageError("--succeed-on-no-caches only applies with --all")
     if args.target and args.target.isdigit() and args.ref:
         raise UsageError("--ref narrows a key or --all; a cache ID names one cache already")
+    if args.ref is not None and not args.ref.strip():
+        # An empty filter must never widen `rm --all` to every ref.
+        raise UsageError("--ref needs a ref, e.g. refs/heads/main or refs/pull/7/merge")
     t = resolve_target(args, os.environ)
     repo = str(t.repo)
     with ManagementClient(t.url, t.token) as client:

@@ -417,3 +417,23 @@ def test_session_store_keeps_only_a_hash_and_drops_expired_sessions(tmp_path: Pa
     store.delete(live)
     assert store.token(live) is None
     assert store.token("") is None and store.token("x" * 5000) is None
+
+
+def test_a_github_token_owns_its_upload_by_jti(tmp_path: Path) -> None:
+    signer = Signer()
+    srv = Server(
+        tmp_path / "d", extra_args=["--github-jwks-file", str(jwks_file(tmp_path, signer)), "--github-issuer", ISSUER]
+    ).start()
+    try:
+        mine = signer.token(repository="octo/app", jti="job-1")
+        theirs = signer.token(repository="octo/app", jti="job-2")
+        body = {"key": "owned", "version": "a" * 64, "cacheSize": 4}
+        cid = httpx.post(srv.url + "/_apis/artifactcache/caches", json=body, headers=bearer(mine)).json()["cacheId"]
+        url = f"{srv.url}/_apis/artifactcache/caches/{cid}"
+        chunk = {"Content-Range": "bytes 0-3/*", "Content-Type": "application/octet-stream"}
+        assert httpx.patch(url, content=b"evil", headers={**bearer(theirs), **chunk}).status_code == 404
+        assert httpx.patch(url, content=b"good", headers={**bearer(mine), **chunk}).status_code == 204
+        assert httpx.post(url, json={"size": 4}, headers=bearer(theirs)).status_code == 404
+        assert httpx.post(url, json={"size": 4}, headers=bearer(mine)).status_code == 204
+    finally:
+        srv.stop()

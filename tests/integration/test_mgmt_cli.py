@@ -131,6 +131,9 @@ def test_rm_by_id_key_and_all(srv: Server) -> None:
     assert code == 0 and out == ""  # piped: quiet, as gh
     save(srv, "a", b"1")
     save(srv, "b", b"2", ref="refs/heads/feature")
+    for empty in ("", " "):  # an empty filter is an error, never "every ref"
+        code, _, err = run(srv, "rm", "--all", "--ref", empty)
+        assert code == 2 and "--ref needs a ref" in err
     code, out, _ = run(srv, "rm", "--all", "--ref", "refs/heads/feature", tty=True)
     assert code == 0 and "Deleted 1 cache from" in out
     code, out, _ = run(srv, "rm", "--all", tty=True)

@@ -14,6 +14,7 @@ fetch on their behalf more than once per `kid_refresh_interval`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -250,4 +251,19 @@ def _identity(claims: dict[str, Any]) -> Identity:
             raise Unauthenticated("GitHub token carries a malformed repository_id claim") from None
     else:
         raise Unauthenticated("GitHub token carries no repository claim")
-    return Identity(repository=repository, scopes=scopes_from_ac(claims.get("ac")), subject=str(claims.get("sub", "")))
+    return Identity(
+        repository=repository,
+        scopes=scopes_from_ac(claims.get("ac")),
+        subject=str(claims.get("sub", "")),
+        token_id=_token_id(claims),
+    )
+
+
+def _token_id(claims: dict[str, Any]) -> str:
+    """The token's own id, so an upload belongs to the job token that reserved it. GitHub's runtime
+    tokens carry a `jti`; a long one is hashed to fit the column, a missing one leaves uploads bound
+    to repository and scope only."""
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        return ""
+    return jti if len(jti) <= 64 else hashlib.sha256(jti.encode()).hexdigest()

@@ -72,7 +72,7 @@ def build_authenticator(settings: Settings) -> Authenticator:
     return Authenticator(TokenIssuer(settings.derived_key("tokens")), github)
 
 
-_API_PREFIXES = ("/repos/", "/orgs/", "/organizations/", "/api/", "/_apis/")
+_API_PREFIXES = ("/repos/", "/repositories/", "/orgs/", "/organizations/", "/api/", "/_apis/")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
