@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -151,7 +150,3 @@ def run_client(
     if not lines:
         raise AssertionError(f"client printed no result (rc={proc.returncode}):\n{output}")
     return ClientRun(json.loads(lines[-1][len("RESULT ") :]), output, proc.returncode)
-
-
-def node_available() -> bool:
-    return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "@actions" / "cache").is_dir()

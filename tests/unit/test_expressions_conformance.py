@@ -1,6 +1,6 @@
 """GitHub's cross-language conformance data for the expression language.
 
-The data (``shared/spec/expressions-testdata``) comes from ``actions/languageservices``.
+The data (``tests/data/expressions-testdata``, MIT, licence beside it) comes from ``actions/languageservices``.
 Every case the TypeScript implementation runs is required here; cases marked
 ``options.skip: [typescript]`` are left out, as upstream does.
 
@@ -21,11 +21,7 @@ import pytest
 
 from runcache.runner.expressions import ExpressionError, evaluate, kind_name
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-DATA_DIR = SHARED / "spec" / "expressions-testdata"
-
-if not DATA_DIR.is_dir():
-    pytest.skip(f"expression conformance data not found at {DATA_DIR}", allow_module_level=True)
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "expressions-testdata"
 
 
 @dataclass(frozen=True)
