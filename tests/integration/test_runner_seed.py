@@ -1,4 +1,4 @@
-"""Acceptance: the tutorial's workflow (tests/data/seed-workflow) under `runcache run`, three runs, the tutorial's outcomes.
+"""Acceptance: the tutorial's workflow (tests/data/seed-workflow) under `runcache run`, three runs.
 
 1. first run: cache miss, pip installs, the post step saves ~/.cache/pip;
 2. second run: exact hit, "Install pip packages" skipped, `Cache Hit Status - true`;
