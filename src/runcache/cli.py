@@ -49,7 +49,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         raise ValueError("a job token needs --repo and --ref (or use --admin for a management token)")
     settings = Settings.from_env(data_dir=args.data_dir)
     scopes = build_scopes(args.ref, default_branch=args.default_branch, base_ref=args.base_ref, mode=args.mode)
-    token = TokenIssuer(settings.derived_key("tokens")).issue(
+    token = TokenIssuer(settings.derived_key("tokens", create=False)).issue(
         repository=args.repo, scopes=scopes, ttl_seconds=args.ttl or 6 * 3600
     )
     print(token)

@@ -55,11 +55,22 @@ class Settings:
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
 
-    def master_secret(self) -> bytes:
-        """The server's signing secret: configured, or created once (0600) in the data directory."""
+    def master_secret(self, *, create: bool = True) -> bytes:
+        """The server's signing secret: configured, or created once (0600) in the data directory.
+
+        Only the server creates it (create=True); `runcache token` must find the server's own secret,
+        because a token signed with a fresh one is refused with nothing to point at the cause."""
         if self.secret:
             return self.secret.encode()
         path = self.data_dir / "secret"
+        if not create and not path.is_file():
+            where = self.data_dir.resolve()
+            reason = "does not exist" if not self.data_dir.is_dir() else "holds no runcache secret"
+            raise ValueError(
+                f"data directory {where} {reason}: tokens must be signed with the server's secret. "
+                "Pass the server's --data-dir (or RUNCACHE_DATA_DIR), set the server's RUNCACHE_SECRET, "
+                "or start the server there once (runcache serve) to create it"
+            )
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -67,9 +78,9 @@ class Settings:
                 fh.write(secrets.token_hex(32))
         return path.read_text().strip().encode()
 
-    def derived_key(self, purpose: str) -> bytes:
+    def derived_key(self, purpose: str, *, create: bool = True) -> bytes:
         # Separate keys per use, so a signed URL can never be replayed as a token or vice versa.
-        return hmac.new(self.master_secret(), purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(self.master_secret(create=create), purpose.encode(), hashlib.sha256).digest()
 
 
 def _convert(name: str, value: object, current: object) -> object:

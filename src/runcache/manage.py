@@ -478,7 +478,7 @@ def cmd_admin_token(args: argparse.Namespace) -> int:
     if args.ref or args.base_ref:
         raise ValueError("--ref and --base-ref belong to job tokens, not to management tokens")
     settings = Settings.from_env(data_dir=args.data_dir)
-    token = TokenIssuer(settings.derived_key("tokens")).issue_admin(
+    token = TokenIssuer(settings.derived_key("tokens", create=False)).issue_admin(
         repository=args.repo.strip("/") if args.repo else None,
         org=args.org or None,
         site=bool(args.site),

@@ -40,6 +40,11 @@ class TokenIssuer:
             return jwt.decode(
                 token, self._key, algorithms=["HS256"], audience=audience, issuer=ISSUER, options={"require": required}
             )
+        except jwt.InvalidSignatureError:
+            raise Unauthenticated(
+                "invalid token: it was signed with another secret than this server's (was it made with "
+                "another --data-dir or RUNCACHE_SECRET?)"
+            ) from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from exc
 
