@@ -56,7 +56,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-EXIT_OK, EXIT_MISS, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
+EXIT_OK, EXIT_MISS, EXIT_USAGE, EXIT_SERVICE, EXIT_UNWRITABLE = 0, 1, 2, 3, 4
 
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
@@ -144,6 +144,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"Cache not found for input keys: {', '.join([args.key, *restore_keys])}")
         for name, value in result.outputs().items():
             print(f"{name}={value}")
+    if result.unwritable:
+        return EXIT_UNWRITABLE
     if not result.cache_hit and args.fail_on_cache_miss:
         print(
             f"error: Failed to restore cache entry. Exiting as fail-on-cache-miss is set. Input key: {args.key}",
@@ -185,11 +187,19 @@ def cmd_hash_files(args: argparse.Namespace) -> int:
     from runcache.client.hashfiles import HashFilesError, hash_files
 
     try:
-        print(hash_files(args.patterns, args.workspace, follow_symbolic_links=args.follow_symbolic_links))
+        digest = hash_files(args.patterns, args.workspace, follow_symbolic_links=args.follow_symbolic_links)
     except HashFilesError as exc:
         # Where the runner would fail the step instead of returning a value.
         print(f"runcache: hashFiles failed: {exc}", file=sys.stderr)
         return EXIT_MISS
+    if not digest:
+        # The runner returns '' too, but a key like `Linux-pip-` then matches every state: say it loudly.
+        print(
+            f"runcache: warning: no files match {' '.join(args.patterns)} (under {args.workspace or 'the workspace'});"
+            " the hash is empty, so a key built from it never changes",
+            file=sys.stderr,
+        )
+    print(digest)
     return EXIT_OK
 
 

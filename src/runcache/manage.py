@@ -47,6 +47,19 @@ class UsageError(Exception):
 
 
 # --- the REST client ------------------------------------------------------------------------------
+def _is_json(r: httpx.Response) -> bool:
+    return "json" in r.headers.get("content-type", "")
+
+
+def _not_the_api(base: str, r: httpx.Response) -> str:
+    # Never echo the body: a proxy's or another server's HTML page says nothing useful in a terminal.
+    kind = r.headers.get("content-type", "no content type").split(";")[0]
+    return (
+        f"{base} did not answer like a runcache server (HTTP {r.status_code}, {kind}); "
+        "check --url / RUNCACHE_URL (the server's base URL, e.g. http://127.0.0.1:8080)"
+    )
+
+
 class ManagementClient:
     """GitHub's cache REST API at `url` (runcache's root or any `/api/v3` base)."""
 
@@ -92,8 +105,10 @@ class ManagementClient:
                 if details:
                     message = f"{message}: {'; '.join(details)}"
             except (ValueError, AttributeError):
-                message = r.text.strip() or r.reason_phrase
+                message = _not_the_api(self.base, r) if not _is_json(r) else r.reason_phrase
             raise ApiError(r.status_code, message)
+        if r.content and not _is_json(r):
+            raise ApiError(0, _not_the_api(self.base, r))
         return r
 
     def caches(
@@ -275,8 +290,10 @@ def cmd_ls(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys
         print(json.dumps([{f: c[JSON_FIELDS[f]] for f in fields} for c in caches], indent=2), file=out)
         return EXIT_OK
     if not caches:
-        print(f"No caches found in {t.repo}", file=err)
-        return EXIT_ERROR
+        # As gh: an empty list is a success; the notice is for people, not for scripts reading a pipe.
+        if _is_tty(out):
+            print(f"No caches found in {t.repo}", file=err)
+        return EXIT_OK
     print_caches(caches, total, str(t.repo), out, tty=_is_tty(out))
     return EXIT_OK
 

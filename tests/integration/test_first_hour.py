@@ -70,3 +70,77 @@ def test_a_token_signed_with_another_secret_says_so(server: Server, tmp_path: Pa
         headers={"Authorization": f"Bearer {foreign}"},
     )
     assert r.status_code == 401 and "signed with another secret" in r.json()["msg"]
+
+
+# --- messages and exit codes -------------------------------------------------------------------------
+def test_ls_against_a_server_that_is_not_runcache_says_so_without_dumping_its_page(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><html><body>" + b"<p>some other app</p>" * 200 + b"</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        done = runcache("ls", "-R", "octo/app", "--url", url, "--token", "x.y.z")
+        assert done.returncode == 1
+        assert "did not answer like a runcache server (HTTP 200, text/html)" in done.stderr
+        assert "<html" not in done.stderr and len(done.stderr.splitlines()) == 1
+    finally:
+        httpd.shutdown()
+
+
+def test_the_wrong_kind_of_token_is_named(server: Server, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "deps").mkdir(parents=True)
+    (ws / "deps" / "a").write_text("a")
+    env = {"RUNCACHE_URL": server.url, "RUNCACHE_TOKEN": server.admin_token()}
+    done = runcache("save", "--path", "deps", "--key", "k", "--strict", cwd=ws, env=env)
+    assert "this is a management token" in done.stderr and "runcache token --repo" in done.stderr
+    done = runcache("ls", "-R", "octo/app", env={"RUNCACHE_URL": server.url, "RUNCACHE_ADMIN_TOKEN": server.token()})
+    assert done.returncode == 0  # a job token may list its own repository's caches
+
+
+def test_restore_into_a_folder_that_cannot_be_written_is_a_clear_failure(server: Server, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "deps").mkdir(parents=True)
+    (ws / "deps" / "a").write_text("payload")
+    env = {"RUNCACHE_URL": server.url, "RUNCACHE_TOKEN": server.token()}
+    assert runcache("save", "--path", "deps", "--key", "ro", cwd=ws, env=env).returncode == 0
+    target = tmp_path / "target"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(target)], check=True)
+    try:
+        done = runcache("restore", "--path", "deps", "--key", "ro", "--workspace", str(target), cwd=target, env=env)
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=True)
+    assert done.returncode == 4, done.stderr
+    assert "read-only file system" in done.stderr and "nothing was changed" in done.stderr
+    assert "Errno" not in done.stderr
+
+
+def test_hash_files_warns_when_nothing_matches(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("django\n")
+    done = runcache("hash-files", "**/nothing.lock", "--workspace", str(tmp_path))
+    assert done.returncode == 0 and done.stdout == "\n"
+    assert "no files match **/nothing.lock" in done.stderr
+    done = runcache("hash-files", "**/requirements.txt", "--workspace", str(tmp_path))
+    assert done.returncode == 0 and len(done.stdout.strip()) == 64 and done.stderr == ""
+
+
+def test_ls_with_no_caches_is_a_success(server: Server) -> None:
+    done = runcache(
+        "ls", "-R", "octo/app", env={"RUNCACHE_URL": server.url, "RUNCACHE_ADMIN_TOKEN": server.admin_token()}
+    )
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""

@@ -40,6 +40,8 @@ class TokenIssuer:
             return jwt.decode(
                 token, self._key, algorithms=["HS256"], audience=audience, issuer=ISSUER, options={"require": required}
             )
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated(_wrong_kind(audience)) from None
         except jwt.InvalidSignatureError:
             raise Unauthenticated(
                 "invalid token: it was signed with another secret than this server's (was it made with "
@@ -109,6 +111,15 @@ class TokenIssuer:
             org=org if isinstance(org, str) else None,
             site=site,
         )
+
+
+def _wrong_kind(expected: str) -> str:
+    if expected == JOB_AUDIENCE:
+        return (
+            "invalid token: this is a management token; saving and restoring need a job token "
+            "(runcache token --repo OWNER/NAME --ref REF)"
+        )
+    return "invalid token: this is a job token; managing caches needs a management token (runcache token --admin)"
 
 
 def permission_name(level: int) -> str:

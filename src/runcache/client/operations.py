@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ class RestoreResult:
     seconds: float = 0.0
     warning: str = ""
     unsafe: bool = False
+    unwritable: bool = False  # the destination could not be written: a local problem, not a miss
 
     def outputs(self) -> dict[str, str]:
         out = {"cache-hit": self.cache_hit, "cache-primary-key": self.primary_key}
@@ -128,12 +130,30 @@ def restore(
         result.matched_key = ""
         result.unsafe = isinstance(exc, UnsafeArchiveError)
         result.warning = f"Failed to restore: {exc}"
-    except (CacheServiceError, ArchiveError, StageError, OSError) as exc:
+    except (CacheServiceError, ArchiveError, StageError) as exc:
         result.matched_key = ""
         result.warning = f"Failed to restore: {exc}"
+    except OSError as exc:
+        result.matched_key = ""
+        result.unwritable = True
+        result.warning = f"Failed to restore: {_unwritable(exc)}; nothing was changed"
     finally:
         result.seconds = time.monotonic() - started
     return result
+
+
+def _unwritable(exc: OSError) -> str:
+    """The destination's problem in words (a bare `[Errno 30]` tells a user nothing)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reasons = {
+        errno.EROFS: "is on a read-only file system",
+        errno.EACCES: "is not writable by this user",
+        errno.EPERM: "is not writable by this user",
+        errno.EXDEV: "is on another file system than its parent (a mount point inside a cache path)",
+        errno.ENOSPC: "is on a full disk",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"cannot write{where}: it {reason}" if where else f"cannot write the restored files: {reason}"
 
 
 def _read_all(stream: BinaryIO) -> Iterator[bytes]:
