@@ -13,6 +13,20 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="data directory (env RUNCACHE_DATA_DIR, default ./.runcache)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("runcache")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from runcache.serve import serve
 
@@ -66,7 +80,7 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
         required=True,
         help="path, glob or !exclusion; repeat or give several lines (as the action's `path` input)",
     )
-    p.add_argument("--key", required=True, help="the cache key")
+    p.add_argument("-k", "--key", required=True, help="the cache key")
     p.add_argument("--enable-cross-os-archive", action="store_true", help="as the action's enableCrossOsArchive")
     p.add_argument("--url", help="cache service URL (env RUNCACHE_URL, or ACTIONS_CACHE_URL/ACTIONS_RESULTS_URL)")
     p.add_argument("--token", help="bearer token (env RUNCACHE_TOKEN or ACTIONS_RUNTIME_TOKEN)")
@@ -205,22 +219,55 @@ def cmd_hash_files(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runcache", description="Self-hosted GitHub Actions dependency cache")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"runcache {_version()}")
+    parser.set_defaults(func=lambda _args: _print_help(parser))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the cache server")
     _server_flags(p)
     p.add_argument("--host", help="listen address (env RUNCACHE_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port, 0 for any free port (env RUNCACHE_PORT, default 8080)")
-    p.add_argument("--public-url", help="URL clients reach this server at, if not the listen address")
-    p.add_argument("--database-url", help="SQLAlchemy URL for metadata (default: SQLite in the data directory)")
-    p.add_argument("--reservation-ttl", type=int, help="seconds an unfinished upload keeps its key (default 3600)")
-    p.add_argument("--url-ttl", type=int, help="seconds a signed blob URL stays valid (default 600)")
-    p.add_argument("--github-jwks-url", help="also accept GitHub runtime tokens verified against this JWKS URL")
-    p.add_argument("--github-jwks-file", help="also accept GitHub runtime tokens verified against this JWKS file")
-    p.add_argument("--github-issuer", help="required issuer of GitHub runtime tokens")
-    p.add_argument("--results-upstream", help="forward other /twirp/ services (artifacts) to this URL")
-    p.add_argument("--storage-limit-gb", type=int, help="default cache size limit per repository (default 10)")
-    p.add_argument("--retention-days", type=int, help="default days caches are kept after last use (default 7)")
+    p.add_argument(
+        "--public-url", help="URL clients reach this server at, if not the listen address (env RUNCACHE_PUBLIC_URL)"
+    )
+    p.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL for metadata (env RUNCACHE_DATABASE_URL; default: SQLite in the data directory)",
+    )
+    p.add_argument(
+        "--reservation-ttl",
+        type=int,
+        help="seconds an unfinished upload keeps its key (env RUNCACHE_RESERVATION_TTL, default 3600)",
+    )
+    p.add_argument(
+        "--url-ttl", type=int, help="seconds a signed blob URL stays valid (env RUNCACHE_URL_TTL, default 600)"
+    )
+    p.add_argument(
+        "--github-jwks-url",
+        help="also accept GitHub runtime tokens verified against this JWKS URL (env RUNCACHE_GITHUB_JWKS_URL)",
+    )
+    p.add_argument(
+        "--github-jwks-file",
+        help="also accept GitHub runtime tokens verified against this JWKS file (env RUNCACHE_GITHUB_JWKS_FILE)",
+    )
+    p.add_argument(
+        "--github-issuer",
+        help="issuer GitHub runtime tokens must carry; required with a JWKS (env RUNCACHE_GITHUB_ISSUER)",
+    )
+    p.add_argument(
+        "--results-upstream",
+        help="forward other /twirp/ services (artifacts) to this URL (env RUNCACHE_RESULTS_UPSTREAM)",
+    )
+    p.add_argument(
+        "--storage-limit-gb",
+        type=int,
+        help="default cache size limit per repository (env RUNCACHE_STORAGE_LIMIT_GB, default 10)",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=int,
+        help="default days caches are kept after last use (env RUNCACHE_RETENTION_DAYS, default 7)",
+    )
     p.add_argument(
         "--max-entry-size-mb", type=int, help="largest cache entry accepted (env RUNCACHE_MAX_ENTRY_SIZE_MB, 10240)"
     )
@@ -229,13 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="free space saves must leave on the data volume, at most 10%% of it (env RUNCACHE_MIN_FREE_MB, 1024)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="server log detail on stderr (default info: one access line per request, saves, evictions)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("token", help="issue a job token for the cache protocols, or a management token (--admin)")
     _server_flags(p)
-    p.add_argument("--repo", help="OWNER/NAME")
-    p.add_argument("--ref", help="the run's ref, e.g. refs/heads/feature or refs/pull/7/merge")
+    p.add_argument("-R", "--repo", help="OWNER/NAME")
+    p.add_argument("-r", "--ref", help="the run's ref, e.g. refs/heads/feature or refs/pull/7/merge")
     p.add_argument("--default-branch", default="main", help="readable fallback scope (default main)")
     p.add_argument("--base-ref", help="PR base branch, readable after the run's own ref")
     p.add_argument(

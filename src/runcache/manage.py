@@ -465,8 +465,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("limits", help="show or set a repository's storage and retention limits")
     _client_flags(p)
-    p.add_argument("--storage", type=int, metavar="GB", help="set the storage limit (GB, 1-10000)")
-    p.add_argument("--retention", type=int, metavar="DAYS", help="set the retention (days after last use, 1-365)")
+    # The same names as `serve`'s server-wide defaults; the short old names stay as aliases.
+    p.add_argument(
+        "--storage-limit-gb",
+        "--storage",
+        dest="storage",
+        type=int,
+        metavar="GB",
+        help="set the storage limit (1-10000)",
+    )
+    p.add_argument(
+        "--retention-days",
+        "--retention",
+        dest="retention",
+        type=int,
+        metavar="DAYS",
+        help="set the retention in days after last use (1-365)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run(cmd_limits))
 

@@ -144,3 +144,33 @@ def test_ls_with_no_caches_is_a_success(server: Server) -> None:
         "ls", "-R", "octo/app", env={"RUNCACHE_URL": server.url, "RUNCACHE_ADMIN_TOKEN": server.admin_token()}
     )
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+# --- help and flags -------------------------------------------------------------------------------------
+def test_version_bare_command_and_serve_help() -> None:
+    done = runcache("--version")
+    assert done.returncode == 0 and done.stdout.startswith("runcache ")
+    done = runcache()
+    assert done.returncode == 0 and "COMMAND" in done.stdout and "serve" in done.stdout
+    help_text = " ".join(runcache("serve", "--help").stdout.split())
+    for flag in ("--data-dir", "--host", "--port", "--public-url", "--database-url", "--reservation-ttl"):
+        assert flag in help_text
+    for env in ("RUNCACHE_PUBLIC_URL", "RUNCACHE_DATABASE_URL", "RUNCACHE_GITHUB_ISSUER", "RUNCACHE_STORAGE_LIMIT_GB"):
+        assert env in help_text, env
+    assert "--log-level" in help_text and "access line per request" in help_text
+
+
+def test_the_same_flags_mean_the_same_thing_everywhere(server: Server, tmp_path: Path) -> None:
+    short = runcache("token", "--data-dir", str(server.data_dir), "-R", "octo/app", "-r", "main")
+    assert short.returncode == 0
+    ws = tmp_path / "ws"
+    (ws / "deps").mkdir(parents=True)
+    (ws / "deps" / "f").write_text("x")
+    env = {"RUNCACHE_URL": server.url, "RUNCACHE_TOKEN": short.stdout.strip()}
+    assert runcache("save", "--path", "deps", "-k", "short-k", cwd=ws, env=env).returncode == 0
+    assert runcache("restore", "--path", "deps", "-k", "short-k", cwd=ws, env=env).returncode == 0
+    admin = {"RUNCACHE_URL": server.url, "RUNCACHE_ADMIN_TOKEN": server.admin_token()}
+    done = runcache("limits", "-R", "octo/app", "--storage-limit-gb", "5", "--retention-days", "3", env=admin)
+    assert done.returncode == 0 and "5 GB" in done.stdout and "3 days" in done.stdout
+    done = runcache("ls", "-R", "octo/app", "-k", "short", "-r", "main", env=admin)
+    assert done.returncode == 0 and "short-k" in done.stdout
