@@ -174,3 +174,33 @@ def test_the_same_flags_mean_the_same_thing_everywhere(server: Server, tmp_path:
     assert done.returncode == 0 and "5 GB" in done.stdout and "3 days" in done.stdout
     done = runcache("ls", "-R", "octo/app", "-k", "short", "-r", "main", env=admin)
     assert done.returncode == 0 and "short-k" in done.stdout
+
+
+def test_scripts_run_says_how_to_get_runcache_on_path(tmp_path: Path) -> None:
+    from helpers import ROOT
+
+    venv_bin = str(ROOT / ".venv" / "bin")
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    proc = subprocess.Popen(
+        [str(ROOT / "scripts" / "run"), "--port", "0", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PATH": path},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "serving on" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    activate = next(ln.strip() for ln in lines if ln.strip().startswith("source "))
+    assert activate == f"source {ROOT}/.venv/bin/activate"
+    done = subprocess.run(
+        ["bash", "-c", f"{activate} && runcache --version"], capture_output=True, text=True, env={"PATH": path}
+    )
+    assert done.returncode == 0 and done.stdout.startswith("runcache ")
