@@ -23,7 +23,7 @@ from runcache.config import Settings
 from runcache.core.eviction import validate_retention, validate_storage_limit
 from runcache.core.limits import MB, UploadLimits
 from runcache.management import Management
-from runcache.server import blob, rest, twirp, v1, web
+from runcache.server import blob, ghcompat, rest, twirp, v1, web
 from runcache.server.common import AppState
 from runcache.service import CacheService
 from runcache.store.disk import DiskBlobStore
@@ -105,7 +105,15 @@ def create_app(settings: Settings) -> Starlette:
             lock.release()
 
     app = Starlette(
-        routes=[Route("/healthz", health), *v1.routes, *twirp.routes, *rest.routes, *web.routes, *blob.routes],
+        routes=[
+            Route("/healthz", health),
+            *v1.routes,
+            *twirp.routes,
+            *ghcompat.routes,
+            *rest.routes,
+            *web.routes,
+            *blob.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
