@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -175,3 +176,30 @@ def test_two_part_builds_of_one_blob_never_share_a_folder(tmp_path: Path) -> Non
         store.put_parts("7", second, size=30, sha256="")  # never swaps or mixes into a committed blob
     assert b"".join(p.read_bytes() for p in store.parts("7") or []) == b"\0" * 30
     assert [p.name for p in (tmp_path / "blobs").rglob(".*")] == []  # no half-built folder left
+
+
+def test_ranked_candidates_pick_what_the_rule_picks_from_every_entry(svc: CacheService) -> None:
+    """The store narrows candidates in SQL (exact + newest per scope and prefix); the answer must be the
+    one `find_match` gives over all committed entries."""
+    import random
+
+    from runcache.core.matching import find_match
+
+    rng = random.Random(7)
+    refs = ["refs/heads/main", "refs/heads/feature", "refs/pull/3/merge"]
+    keys = [f"{os}-{tool}-{n}" for os in ("Linux", "linux", "macOS") for tool in ("pip", "npm") for n in range(4)]
+    for i in range(120):
+        who = Identity("o/r", build_scopes(rng.choice(refs), default_branch="main"))
+        with contextlib.suppress(AlreadyExists):
+            save(svc, rng.choice(keys) + ("-x" if i % 3 else ""), b"", who)
+    everything = [e.candidate for e in svc.metadata.list_entries(repository="o/r")]
+    for _ in range(200):
+        ref = rng.choice(refs)
+        who = Identity("o/r", build_scopes(ref, default_branch="main", base_ref="feature"))
+        lookup = [
+            rng.choice([*keys, "Linux-", "linux-pip", "macOS-npm-1", "nothing"]) for _ in range(rng.randint(1, 4))
+        ]
+        want = find_match(everything, lookup, V, who.readable_scopes)
+        got = svc.lookup(who, lookup, V)
+        assert (got.entry.id if got else None) == (want.entry.id if want else None), lookup
+        assert (got.exact if got else None) == (want.exact if want else None)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, text, update
+from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.schema import CreateIndex
@@ -206,19 +206,33 @@ class MetadataStore:
     def candidates(
         self, *, repository: str, version: str, scopes: Sequence[str], prefixes: Sequence[str]
     ) -> list[Candidate]:
+        """What the lookup rule can pick from: per scope and prefix, the exact entry (at most one: keys
+        are unique per scope and version) and the newest entry starting with it. Ranking in SQL keeps
+        a broad restore key over thousands of entries one indexed scan, not thousands of rows."""
         if not scopes or not prefixes:
             return []
+        cols = (Entry.id, Entry.scope, Entry.key, Entry.version, Entry.created_at)
+        base = (
+            *_in_repository(repository),
+            Entry.version == version,
+            Entry.state == COMMITTED,
+            Entry.scope.in_(list(scopes)),
+        )
+        queries = [select(*cols).where(*base, Entry.key_folded.in_(list(prefixes)))]
+        for p in prefixes:
+            rank = (
+                func.row_number()
+                .over(partition_by=Entry.scope, order_by=(Entry.created_at.desc(), Entry.id.desc()))
+                .label("rank")
+            )
+            ranked = select(*cols, rank).where(*base, Entry.key_folded.startswith(p, autoescape=True)).subquery()
+            queries.append(select(*[ranked.c[c.key] for c in cols]).where(ranked.c.rank == 1))
+        seen: dict[int, Candidate] = {}
         with self._session() as s:
-            rows = s.scalars(
-                select(Entry).where(
-                    *_in_repository(repository),
-                    Entry.version == version,
-                    Entry.state == COMMITTED,
-                    Entry.scope.in_(list(scopes)),
-                    or_(*[Entry.key_folded.startswith(p, autoescape=True) for p in prefixes]),
-                )
-            ).all()
-            return [_info(e).candidate for e in rows]
+            for q in queries:
+                for row in s.execute(q):
+                    seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], row[4]))
+        return list(seen.values())
 
     def touch(self, entry_id: int) -> bool:
         """Record a use for LRU and retention. Best effort: a database that cannot take the write
