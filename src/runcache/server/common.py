@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from itertools import accumulate, chain
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +15,7 @@ from runcache.auth import Authenticator
 from runcache.auth.signing import UrlSigner
 from runcache.config import Settings
 from runcache.core.errors import InvalidRequest
+from runcache.core.ranges import INT64_MAX, INT64_MIN
 from runcache.core.scopes import Identity
 from runcache.service import CacheService
 
@@ -65,13 +68,33 @@ async def read_capped(request: Request, limit: int, what: str = "request body") 
     return b"".join(parts)
 
 
+# Every body the protocols define nests a few levels; json.loads recurses per level and raises
+# RecursionError (a 500 and a traceback in the log) on a 1 MiB body of brackets.
+MAX_JSON_DEPTH = 32
+# A JSON string, escapes included, or an unterminated one up to the end: matching from every quote
+# without the optional end would rescan the rest of the body once per quote.
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in `body`, counting brackets outside strings, in linear time."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    return max(chain((0,), accumulate(map(_BRACKET_STEP.__getitem__, brackets))))
+
+
 async def read_json(request: Request) -> dict[str, Any]:
     body = await read_capped(request, MAX_JSON_BODY)
     if not body.strip():
         return {}
+    # Counting openers is a fast C pass that clears every ordinary body without the full scan.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
+        # ValueError also covers bad UTF-8 and integer literals past Python's 4300-digit limit.
         raise InvalidRequest(f"malformed JSON body: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("JSON body must be an object")
@@ -83,14 +106,24 @@ def iso(ts: datetime) -> str:
     return ts.replace(tzinfo=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_int(value: Any, name: str) -> int:
-    """int64 fields arrive as JSON numbers (Go clients) or strings (protobuf JSON); both are fine."""
+_INT_TEXT = re.compile(r"\s*(-?[0-9]{1,20})\s*")
+
+
+def parse_int(value: Any, name: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    """int64 fields arrive as JSON numbers (Go clients) or strings (protobuf JSON); both are fine.
+
+    Anything outside [minimum, maximum] (int64 unless narrowed) is the client's error: an unbounded
+    Python int would otherwise overflow later in SQLite, a seek or a file size, as a 500."""
     if isinstance(value, bool):
         raise InvalidRequest(f"{name} must be an integer")
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise InvalidRequest(f"{name} must be an integer, got {value!r}")
+        number = value
+    elif isinstance(value, str) and (m := _INT_TEXT.fullmatch(value)):
+        number = int(m.group(1))
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise InvalidRequest(f"{name} must be an integer, got {str(value)[:40]!r}")
+    if not minimum <= number <= maximum:
+        raise InvalidRequest(f"{name} must be between {minimum} and {maximum}")
+    return number

@@ -8,12 +8,15 @@ Every error is a JSON `{"code","msg"}`: a non-JSON body makes @actions/cache ret
 from __future__ import annotations
 
 import logging
+import os
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from runcache.auth.signing import DOWNLOAD, UPLOAD
@@ -131,13 +134,65 @@ _HOP_HEADERS = {
     "proxy-authorization",
     "proxy-authenticate",
     "trailer",
+    "expect",  # 100-continue is answered between the client and runcache, not relayed
 }
+
+
+# Forwarded calls are small JSON (artifact metadata; the artifact bytes go to signed URLs), so a
+# generous cap still stops one unauthenticated POST from streaming gigabytes through the server.
+DEFAULT_FORWARD_MAX_BODY = 64 * 1024 * 1024
+FORWARD_MAX_BODY_ENV = "RUNCACHE_FORWARD_MAX_BODY"
+# twirp's route grammar: /twirp/<package>.<Service>/<Method>, proto identifiers only. Checked before
+# forwarding so `..`, decoded `%2e%2e`, `?` or `#` in a segment cannot reach other upstream paths.
+_SERVICE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}(?:\.[A-Za-z_][A-Za-z0-9_]{0,127}){0,15}")
+_METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _forward_max_body() -> int:
+    raw = os.environ.get(FORWARD_MAX_BODY_ENV, "")
+    if not raw:
+        return DEFAULT_FORWARD_MAX_BODY
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise ValueError(f"{FORWARD_MAX_BODY_ENV} must be a positive number of bytes, got {raw!r}")
+    return int(raw)
+
+
+FORWARD_MAX_BODY = _forward_max_body()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(cap: int) -> JSONResponse:
+    return twirp_error("resource_exhausted", f"request body is larger than the {cap} bytes runcache forwards", 413)
+
+
+async def _capped_body(request: Request, cap: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives, so only one chunk at a time is held; stops past `cap` bytes."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise _BodyTooLarge
+        yield chunk
+
+
+async def _relay(upstream_resp: httpx.Response, client: httpx.AsyncClient) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream_resp.aiter_raw():
+            yield chunk
+    finally:
+        await upstream_resp.aclose()
+        await client.aclose()
 
 
 async def other_service(request: Request) -> Response:
     """Artifact uploads share ACTIONS_RESULTS_URL with the cache: forward what is not ours."""
     upstream = state(request).settings.results_upstream
     service, method = request.path_params["service"], request.path_params["method"]
+    if not (_SERVICE_NAME.fullmatch(service) and _METHOD_NAME.fullmatch(method)):
+        return twirp_error("bad_route", f"no twirp route {service[:200]!r}/{method[:200]!r}", 404)
     if not upstream:
         return twirp_error(
             "bad_route",
@@ -145,19 +200,34 @@ async def other_service(request: Request) -> Response:
             "configured (set RUNCACHE_RESULTS_UPSTREAM or --results-upstream)",
             404,
         )
-    url = f"{upstream.rstrip('/')}/twirp/{service}/{method}"
+    cap = FORWARD_MAX_BODY
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            return twirp_error("malformed", f"malformed Content-Length {declared[:40]!r}", 400)
+        if len(declared) > 19 or int(declared) > cap:
+            return _too_large(cap)
+        headers["content-length"] = declared  # upstream gets the same framing, not chunks
+    url = f"{upstream.rstrip('/')}/twirp/{service}/{method}"
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10))
     try:
-        async with httpx.AsyncClient(timeout=60) as client:
-            upstream_resp = await client.post(url, content=await request.body(), headers=headers)
-    except httpx.HTTPError as exc:
-        return twirp_error("unavailable", f"results upstream {upstream} is unreachable: {exc}", 503)
-    out_headers = {
-        k: v
-        for k, v in upstream_resp.headers.items()
-        if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
-    }
-    return Response(upstream_resp.content, status_code=upstream_resp.status_code, headers=out_headers)
+        upstream_req = client.build_request("POST", url, content=_capped_body(request, cap), headers=headers)
+        upstream_resp = await client.send(upstream_req, stream=True)
+    except BaseException as exc:
+        await client.aclose()  # on success, _relay closes it once the response is through
+        if isinstance(exc, _BodyTooLarge):
+            return _too_large(cap)
+        if isinstance(exc, ClientDisconnect):
+            return twirp_error("canceled", "the client went away while sending its request", 408)
+        if isinstance(exc, httpx.HTTPError):
+            return twirp_error("unavailable", f"results upstream {upstream} is unreachable: {exc}", 503)
+        raise
+    # Raw bytes pass through, so Content-Encoding and Content-Length still describe them.
+    out_headers = {k: v for k, v in upstream_resp.headers.items() if k.lower() not in _HOP_HEADERS}
+    if "content-length" in upstream_resp.headers:
+        out_headers["content-length"] = upstream_resp.headers["content-length"]
+    return StreamingResponse(_relay(upstream_resp, client), status_code=upstream_resp.status_code, headers=out_headers)
 
 
 async def not_post(request: Request) -> Response:
