@@ -191,7 +191,7 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
         # No logging config of uvicorn's own: its records go through the root handler, escaped too.
         log_config=None,
         log_level=log_level,
-        access_log=log_level == "debug",
+        access_log=log_level in ("debug", "info"),  # one line per request unless asked to be quieter
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
     )
     uvicorn.Server(config).run(sockets=[sock])

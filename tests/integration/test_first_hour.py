@@ -204,3 +204,21 @@ def test_scripts_run_says_how_to_get_runcache_on_path(tmp_path: Path) -> None:
         ["bash", "-c", f"{activate} && runcache --version"], capture_output=True, text=True, env={"PATH": path}
     )
     assert done.returncode == 0 and done.stdout.startswith("runcache ")
+
+
+def test_the_access_log_is_on_at_the_default_level_and_off_when_quieter(server: Server, tmp_path: Path) -> None:
+    httpx.get(server.url + "/healthz")
+    server.stop()
+    assert '"GET /healthz HTTP/1.1" 200' in server.log_path.read_text()  # type: ignore[union-attr]
+    quiet = Server(tmp_path / "quiet", extra_args=["--log-level", "warning"]).start()
+    try:
+        httpx.get(quiet.url + "/healthz")
+    finally:
+        quiet.stop()
+    assert "GET /healthz" not in quiet.log_path.read_text()  # type: ignore[union-attr]
+
+
+def test_any_path_under_twirp_answers_in_twirp_json(server: Server) -> None:
+    for method, path in (("POST", "/twirp/x/../admin/M"), ("POST", "/twirp/a/b/c"), ("GET", "/twirp/a/b")):
+        r = httpx.request(method, server.url + path)
+        assert r.status_code == 404 and r.json()["code"] == "bad_route", (method, path, r.text)

@@ -89,7 +89,7 @@ async def create_entry(request: Request, body: dict[str, Any]) -> dict[str, Any]
 async def finalize_entry(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     ident = await identify(request)
     svc = state(request).service
-    size = parse_int(_field(body, "size_bytes") or 0, "size_bytes")
+    size = parse_int(_field(body, "size_bytes") or 0, "size_bytes", minimum=0)
     try:
         committed = await run_in_threadpool(svc.finalize_by_key, ident, _str(body, "key"), _str(body, "version"), size)
     except (NotFound, IncompleteUpload, WriteDenied, UploadBusy, EntryTooLarge) as exc:
@@ -230,12 +230,15 @@ async def other_service(request: Request) -> Response:
     return StreamingResponse(_relay(upstream_resp, client), status_code=upstream_resp.status_code, headers=out_headers)
 
 
-async def not_post(request: Request) -> Response:
-    return twirp_error("bad_route", "twirp requests must be POST", 404)
+async def no_route(request: Request) -> Response:
+    # Anything under /twirp/ answers in twirp's JSON shape, never Starlette's plain-text 405.
+    if request.method != "POST":
+        return twirp_error("bad_route", "twirp requests must be POST", 404)
+    return twirp_error("bad_route", "no twirp route: expected /twirp/<package.Service>/<Method>", 404)
 
 
 routes = [
     Route(f"/twirp/{SERVICE}/{{method}}", cache_service, methods=["POST"]),
     Route("/twirp/{service}/{method}", other_service, methods=["POST"]),
-    Route("/twirp/{rest:path}", not_post, methods=["GET", "PUT", "DELETE", "PATCH"]),
+    Route("/twirp/{rest:path}", no_route, methods=["GET", "PUT", "DELETE", "PATCH", "POST"]),
 ]
