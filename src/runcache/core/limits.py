@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runcache.core.errors import EntryTooLarge, InvalidRequest, StorageFull, TooManyUploads
+from runcache.core.ranges import INT64_MAX
 
 MB = 1024**2
 GB = 1024**3
@@ -21,7 +22,6 @@ DEFAULT_MAX_BLOCKS_PER_UPLOAD = 5_000
 # sccache and OpenDAL store one entry per object; 20,000 keeps lookups fast while covering big builds.
 DEFAULT_MAX_ENTRIES_PER_REPO = 20_000
 DEFAULT_MIN_FREE_MB = 1024
-MAX_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class UploadLimits:
     def __post_init__(self) -> None:
         for name in ("max_entry_bytes", "max_uploads_per_repo", "max_blocks_per_upload", "max_entries_per_repo"):
             value = getattr(self, name)
-            if not isinstance(value, int) or not 1 <= value <= MAX_INT64:
+            if not isinstance(value, int) or not 1 <= value <= INT64_MAX:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.min_free_bytes, int) or self.min_free_bytes < 0:
             raise ValueError(f"min_free_bytes must not be negative, got {self.min_free_bytes!r}")
