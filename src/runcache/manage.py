@@ -388,7 +388,8 @@ def cmd_usage(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
         noun = "cache" if count == 1 else "caches"
         share = 100 * size / limit_bytes
         print(
-            f"{usage['full_name']}: {count} {noun}, {human_size(size)} of {limits['max_cache_size_gb']} GB "
+            # GiB, not GB: the limit counts 1024^3 bytes, and the size beside it is in binary units too.
+            f"{usage['full_name']}: {count} {noun}, {human_size(size)} of {limits['max_cache_size_gb']} GiB "
             f"({share:.1f}%); unused caches are removed after {limits['max_cache_retention_days']} days",
             file=out,
         )

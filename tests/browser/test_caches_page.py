@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
+import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -135,7 +139,7 @@ def test_login_filter_sort_delete_and_escaping(srv: Server, page) -> None:
     assert page.title().startswith("Caches")
     assert len(row_keys(page)) == 7
     assert page.get_by_label("Using").count() == 1  # the usage bar is labelled
-    assert "Using 11.16 MiB of 10 GB" in page.locator("#usage").inner_text()
+    assert "Using 11.16 MiB of 10 GiB (0.1%)" in page.locator("#usage").inner_text()  # one unit family
 
     # A key with markup is shown as text: no script ran, no element was created from it.
     assert XSS_KEY in row_keys(page)
@@ -197,17 +201,29 @@ def test_login_filter_sort_delete_and_escaping(srv: Server, page) -> None:
     assert "/-/login" in page.url
 
 
-def test_index_pagination_empty_state_and_screenshot(srv: Server, page) -> None:
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def test_index_pagination_empty_state_and_screenshot(srv: Server, page, tmp_path: Path) -> None:
+    readme_shot = ROOT / "docs" / "caches-page.png"
+    before = _digest(readme_shot)
     ids = seed(srv)
     save(srv, "go-mod-Linux-1", b"x" * 5000, repo="octo/api")
     login(page, srv, srv.admin_token(org="octo"), target="/")
     rows = page.locator("table.list tbody tr")
     assert rows.count() == 2 and "octo/app" in rows.nth(0).inner_text()
+    assert "11.16 MiB of 10 GiB (0.1%)" in rows.nth(0).inner_text()  # the used size beside the meter
     page.get_by_role("link", name="octo/app").click()
     page.wait_for_url("**/octo/app/actions/caches")
 
-    # The screenshot in the README: the page as a user sees it.
-    page.screenshot(path=str(ROOT / "docs" / "caches-page.png"), full_page=True)
+    # A screenshot of what a user sees, kept with the test's files. The README's picture is made from
+    # realistic data by scripts/screenshot.py; a test never rewrites a tracked file (least of all with
+    # the XSS keys of this seed).
+    shot = tmp_path / "caches-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert _digest(readme_shot) == before
 
     # Pagination: 30 per page.
     from mgmt_helpers import version_for
@@ -236,3 +252,65 @@ def test_read_only_token_sees_no_delete_buttons(srv: Server, page) -> None:
     login(page, srv, srv.admin_token("octo/app", permission="read"))
     assert len(row_keys(page)) == 7
     assert page.get_by_role("button", name="Delete cache", exact=False).count() == 0
+
+
+LONG_KEYS = {
+    "Linux-pip-" + "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08": "refs/heads/main",
+    "node-cache-Linux-x64-npm-" + "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752": (
+        "refs/heads/feature/a-rather-long-branch-name-for-the-checkout-rework"
+    ),
+    "setup-python-Linux-x64-24.04-Ubuntu-python-3.12.8-pip-"
+    + "fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13": ("refs/pull/418/merge"),
+}
+
+
+NO_SIDEWAYS_SCROLL = """() => document.documentElement.scrollWidth <= document.documentElement.clientWidth
+    && [...document.querySelectorAll('.table-wrap')].every(box => box.scrollWidth <= box.clientWidth)"""
+
+
+def test_narrow_screen_has_no_sideways_scroll(srv: Server, page) -> None:
+    for key, ref in LONG_KEYS.items():
+        save(srv, key, b"\0" * 300_000, ref=ref)
+    page.set_viewport_size({"width": 420, "height": 800})
+    login(page, srv, srv.admin_token("octo/app"))
+
+    # The page itself never scrolls sideways: long keys wrap, details go under the key.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    assert page.evaluate(NO_SIDEWAYS_SCROLL)  # nor is anything hidden in a scrolling table box
+    assert sorted(row_keys(page)) == sorted(LONG_KEYS)  # every key is shown whole, not cut
+    for key in LONG_KEYS:
+        button = page.get_by_role("button", name=f"Delete cache {key}").bounding_box()
+        assert button and button["x"] >= 0 and button["x"] + button["width"] <= 420  # reachable without scrolling
+    for cell in page.locator("table.caches td").all():
+        box = cell.bounding_box()
+        assert box and box["x"] + box["width"] <= 420  # every detail of every cache is on screen
+
+    # The filter hint and the index page fit as well.
+    page.goto(srv.url + "/octo/app/actions/caches?query=" + "os:" + "x" * 120)
+    assert page.locator("#filter-hint").is_visible()
+    assert page.evaluate(NO_SIDEWAYS_SCROLL)
+    page.goto(srv.url + "/")
+    assert page.evaluate(NO_SIDEWAYS_SCROLL)
+
+    # Tablet and small laptop widths: the table or the cards fit too.
+    for width in (640, 800, 1024):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(srv.url + "/octo/app/actions/caches")
+        assert page.evaluate(NO_SIDEWAYS_SCROLL), width
+
+
+def test_screenshot_script_makes_a_desktop_picture(tmp_path: Path) -> None:
+    # scripts/screenshot.py makes the README's picture; a quick run (sizes scaled down) proves it still works.
+    out = tmp_path / "shot.png"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "screenshot.py"), "--out", str(out), "--scale", "0.0001"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    png = out.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert width == 1280 and height >= 800

@@ -136,3 +136,50 @@ def test_bulk_delete_keeps_caches_saved_after_the_page_was_shown(srv: Server) ->
     assert r.status_code == 303 and "deleted=2" in r.headers["location"]
     left = httpx.get(srv.url + "/repos/octo/app/actions/caches", headers=bearer(tok)).json()["actions_caches"]
     assert sorted(c["key"] for c in left) == ["npm-late", "pip-1"] and late in [c["id"] for c in left]
+
+
+def _text(fragment: str) -> str:
+    """What a browser shows for an HTML fragment: tags dropped, entities decoded, spaces collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+
+
+def _hint(page: str) -> str | None:
+    m = re.search(r'<p class="hint" id="filter-hint">(.*?)</p>', page, re.S)
+    return _text(m.group(1)) if m else None
+
+
+def test_unknown_qualifier_is_key_text_with_a_hint(srv: Server) -> None:
+    save(srv, "os:<b>linux-1", b"x")
+    save(srv, "other", b"x")
+    tok = bearer(srv.admin_token())
+
+    r = httpx.get(srv.url + PAGE, params={"query": "os:<b>linux"}, headers=tok)
+    assert r.status_code == 200
+    # Still a key prefix (keys may contain ':'), and the page says why nothing was filtered by `os:`.
+    assert [html.unescape(k) for k in re.findall(r'<code class="key">(.*?)</code>', r.text)] == ["os:<b>linux-1"]
+    assert _hint(r.text) == (
+        "os: is not a filter; searching for keys starting with os:<b>linux. Filters: key:, branch:"
+    )
+    assert "<b>linux" not in r.text and "os:&lt;b&gt;linux" in r.text  # the hint shows the text, escaped
+    assert 'aria-describedby="filter-hint"' in r.text  # read out with the filter box
+
+    several = httpx.get(srv.url + PAGE, params={"query": "os:linux arch:x64 branch:main"}, headers=tok)
+    assert _hint(several.text) == (
+        "os:, arch: are not filters; searching for keys starting with arch:x64. Filters: key:, branch:"
+    )
+    for fine in ("key:os: branch:main", "npm-linux", "ref:refs/heads/main", ""):
+        page = httpx.get(srv.url + PAGE, params={"query": fine}, headers=tok).text
+        assert _hint(page) is None and 'id="filter-hint"' not in page, fine
+
+
+def test_usage_is_in_binary_units_with_the_used_size(srv: Server) -> None:
+    save(srv, "k", b"x" * 3_400_000)
+    tok = bearer(srv.admin_token(site=True))
+    page = httpx.get(srv.url + PAGE, headers=tok).text
+    m = re.search(r'<label for="usage-meter">(.*?)</label>', page, re.S)
+    assert m and _text(m.group(1)) == "Using 3.24 MiB of 10 GiB (0.0%)"
+    index = httpx.get(srv.url + "/", headers=tok).text
+    cell = re.search(r'<td class="usage-cell">(.*?)</td>', index, re.S)
+    assert cell and _text(cell.group(1)) == "3.24 MiB of 10 GiB (0.0%)"  # the number, not just "of 10 GB"
+    for text in (page, index):
+        assert not re.search(r"\d GB\b", _text(text))  # one unit family on the page

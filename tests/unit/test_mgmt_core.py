@@ -17,14 +17,16 @@ from runcache.core.eviction import (
     validate_retention,
     validate_storage_limit,
 )
-from runcache.core.humanize import fuzzy_ago, human_size
+from runcache.core.humanize import fuzzy_ago, human_limit, human_size, usage_of_limit
 from runcache.core.listing import (
+    FilterQuery,
     Page,
     ValidationFailed,
     link_header,
     parse_filter_query,
     parse_page,
     parse_sort,
+    read_filter_query,
     validate_name,
 )
 from runcache.core.scopes import Identity, build_scopes
@@ -116,6 +118,17 @@ def test_filter_query_qualifiers() -> None:
     assert parse_filter_query("") == (None, None)
     assert parse_filter_query("key:") == (None, None)
     assert parse_filter_query("os:linux") == ("os:linux", None)  # not a qualifier: part of a key
+
+
+def test_filter_query_names_unknown_qualifiers() -> None:
+    # The key text is unchanged (keys may contain ':'); the page can now say `os:` is not a filter.
+    assert read_filter_query("os:linux") == FilterQuery("os:linux", None, ("os",))
+    assert read_filter_query("key:npm- branch:main") == FilterQuery("npm-", "main", ())
+    assert read_filter_query("npm-linux ref:refs/pull/1/merge") == FilterQuery("npm-linux", "refs/pull/1/merge", ())
+    both = read_filter_query("Os:linux arch:x64 os:mac branch:main")
+    assert both == FilterQuery("os:mac", "main", ("Os", "arch"))  # once each, as first typed; last word wins
+    assert read_filter_query("key:foo:bar").unknown == ()  # a ':' inside a key: value is no qualifier
+    assert read_filter_query("Linux-node-18:abc").unknown == ()  # only a leading `word:` looks like one
 
 
 def test_names() -> None:
@@ -235,6 +248,46 @@ def test_job_token_reads_its_repository_and_deletes_only_its_own_ref() -> None:
 )
 def test_human_size_truncates_like_gh(size: int, text: str) -> None:
     assert human_size(size) == text
+
+
+def test_usage_of_limit_uses_binary_units_throughout() -> None:
+    # The limit counts 1024^3 bytes (GB above), so it is named GiB like the size before it, never "GB".
+    assert human_limit(10) == "10 GiB"
+    assert usage_of_limit(3_400_000, 10) == "3.24 MiB of 10 GiB (0.0%)"
+    assert usage_of_limit(5 * GB, 10) == "5.00 GiB of 10 GiB (50.0%)"
+    # Over the limit (a new entry is kept even alone above it): the share says by how much.
+    assert usage_of_limit(12 * GB, 10) == "12.00 GiB of 10 GiB (120.0%)"
+    assert usage_of_limit(0, 1) == "0 B of 1 GiB (0.0%)"
+
+
+def test_usage_command_names_the_limit_in_gib(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import io
+
+    from runcache import manage
+
+    class FakeClient:
+        def __init__(self, url: str, token: str) -> None:
+            pass
+
+        def __enter__(self) -> FakeClient:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def usage(self, repo: str) -> dict:
+            return {"full_name": repo, "active_caches_size_in_bytes": 3_400_000, "active_caches_count": 2}
+
+        def limits(self, repo: str) -> dict:
+            return {"max_cache_size_gb": 10, "max_cache_retention_days": 7}
+
+    monkeypatch.setattr(manage, "ManagementClient", FakeClient)
+    monkeypatch.setenv("RUNCACHE_FORCE_TTY", "1")
+    args = argparse.Namespace(url="http://x", token="t", repo="octo/app", org=None, json=False)
+    out = io.StringIO()
+    assert manage.cmd_usage(args, out=out) == 0
+    assert out.getvalue() == "octo/app: 2 caches, 3.24 MiB of 10 GiB (0.0%); unused caches are removed after 7 days\n"
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from runcache.core.eviction import GB  # a limit's "GB" is 1024^3 bytes, as the client counts it
+
 
 def _truncate(value: float, places: int = 2) -> str:
     # gh truncates rather than rounds: 1.999 KiB is "1.99 KiB".
@@ -22,6 +24,21 @@ def human_size(size: int) -> str:
             return f"{_truncate(value)} {unit}"
         value /= 1024
     return f"{_truncate(value)} GiB"
+
+
+def human_limit(limit_gb: int) -> str:
+    """A storage limit, set in whole "GB" (the REST field `max_cache_size_gb`), named by what it counts:
+    GiB, so it reads in the same unit family as `human_size` ("3.24 MiB of 10 GiB", never "of 10 GB")."""
+    return f"{limit_gb} GiB"
+
+
+def usage_of_limit(size: int, limit_gb: int) -> str:
+    """`3.24 MiB of 10 GiB (0.0%)`: the used size, the limit and the share of it, all in binary units.
+
+    The share is not capped at 100%: the newest entry is always kept even when it alone is over the
+    limit, and "100%" would hide by how much."""
+    share = 100 * size / (limit_gb * GB) if limit_gb > 0 else 0.0
+    return f"{human_size(size)} of {human_limit(limit_gb)} ({share:.1f}%)"
 
 
 def _plural(n: int, unit: str) -> str:

@@ -113,12 +113,24 @@ def link_header(base_url: str, params: list[tuple[str, str]], page: Page, total:
 _FILTER_TOKEN = re.compile(r'(?:(?P<name>[A-Za-z]+):)?(?:"(?P<quoted>[^"]*)"?|(?P<bare>\S*))')
 
 
-def parse_filter_query(query: str) -> tuple[str | None, str | None]:
+@dataclass(frozen=True)
+class FilterQuery:
+    """What the filter box asked for: a key prefix, a ref, and the `name:` words that are not filters
+    (kept in the key text, since keys may contain ':', but worth a hint: `os:linux` may be a typo)."""
+
+    key: str | None
+    ref: str | None
+    unknown: tuple[str, ...] = ()
+
+
+def read_filter_query(query: str) -> FilterQuery:
     """The web page's filter box: `key:<prefix>` and `branch:<name>` (or `ref:`) qualifiers, values
-    optionally in double quotes (`key:"a b"`); a bare word is a key prefix too. Returns (key prefix,
-    ref); a later qualifier wins over an earlier one."""
+    optionally in double quotes (`key:"a b"`); a bare word is a key prefix too, and so is a word with
+    an unknown qualifier (`os:linux`), whose name is reported in `unknown` (as first typed, once). A
+    later qualifier wins over an earlier one."""
     key: str | None = None
     ref: str | None = None
+    unknown: list[str] = []
     for m in _FILTER_TOKEN.finditer(query.strip()):
         if not m.group(0).strip():
             continue
@@ -130,6 +142,14 @@ def parse_filter_query(query: str) -> tuple[str | None, str | None]:
             ref = value or None
         elif name:
             key = m.group(0)  # an unknown qualifier is part of the key text (keys may contain ':')
+            if name not in (u.lower() for u in unknown):
+                unknown.append(m.group("name"))
         else:
             key = value or None
-    return key, ref
+    return FilterQuery(key, ref, tuple(unknown))
+
+
+def parse_filter_query(query: str) -> tuple[str | None, str | None]:
+    """(key prefix, ref) of the filter box; see `read_filter_query`, which also names unknown qualifiers."""
+    parsed = read_filter_query(query)
+    return parsed.key, parsed.ref

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -35,8 +36,8 @@ from starlette.staticfiles import StaticFiles
 from runcache.core.access import ADMIN, LEVEL_NAMES, WRITE, Forbidden, Principal, repository_id_of
 from runcache.core.errors import CacheError, InvalidRequest, NotFound, Unauthenticated
 from runcache.core.eviction import GB
-from runcache.core.humanize import fuzzy_ago, human_size
-from runcache.core.listing import DIRECTIONS, SORT_FIELDS, Page, ValidationFailed, parse_filter_query
+from runcache.core.humanize import fuzzy_ago, human_size, usage_of_limit
+from runcache.core.listing import DIRECTIONS, SORT_FIELDS, Page, ValidationFailed, read_filter_query
 from runcache.management import Management, normalize_filter_ref, repository_from_path
 from runcache.server.common import iso, state
 from runcache.store.metadata import utcnow
@@ -82,7 +83,14 @@ def _branch(ref: str) -> str:
     return ref.removeprefix("refs/heads/")
 
 
+def _break_at_slashes(text: str) -> Markup:
+    """The text, escaped, with a line-break opportunity after each '/': a long branch name in a narrow
+    column wraps between its parts (`feature/` `checkout-v2`) rather than mid-word."""
+    return Markup("/<wbr>").join(escape(part) for part in text.split("/"))
+
+
 _env.filters["ago"] = _ago
+_env.filters["wbr"] = _break_at_slashes
 _env.filters["iso"] = iso
 _env.filters["branch"] = _branch
 _env.filters["absolute"] = lambda ts: ts.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -220,7 +228,7 @@ async def index(request: Request) -> Response:
                 "repo": r,
                 "url": page_path(r.full_name),
                 "limit": limits[r.full_name].storage_bytes,
-                "limit_gb": limits[r.full_name].storage_gb,
+                "usage": usage_of_limit(r.size, limits[r.full_name].storage_gb),
             }
             for r in repos
         ]
@@ -250,14 +258,16 @@ def _page_number(raw: str | None) -> int:
 
 def _filters(params) -> dict[str, Any]:
     query = (params.get("query") or "").strip()
-    key, query_ref = parse_filter_query(query)
-    ref = (params.get("ref") or "").strip() or query_ref
+    parsed = read_filter_query(query)
+    ref = (params.get("ref") or "").strip() or parsed.ref
     sort_raw = params.get("sort") or "last_accessed_at-desc"
     sort, direction = _parse_sort(sort_raw)
     return {
         "query": query,
-        "key": key,
+        "key": parsed.key,
         "ref": ref,
+        # Words like `os:linux` stay key text (keys may contain ':'); the page says so, in case of a typo.
+        "unknown": parsed.unknown,
         "sort": f"{sort}-{direction}",
         "field": sort,
         "direction": direction,
@@ -317,7 +327,7 @@ async def caches_page(request: Request) -> Response:
             usage=usage,
             limits=limits,
             limit_bytes=limits.storage_gb * GB,
-            percent=min(100.0, 100.0 * usage.size / (limits.storage_gb * GB)),
+            usage_text=usage_of_limit(usage.size, limits.storage_gb),
             can_delete=principal.level_for(repository) >= WRITE,
             can_admin=principal.level_for(repository) >= ADMIN,
             as_of=as_of.isoformat(),
