@@ -154,7 +154,7 @@ def test_usage_and_limits(srv: Server) -> None:
     seed(srv)
     code, out, _ = run(srv, "usage", tty=True)
     assert code == 0
-    assert "octo/app: 3 caches, 5.02 KiB of 10 GB (0.0%); unused caches are removed after 7 days" in out
+    assert "octo/app: 3 caches, 5.02 KiB of 10 GiB (0.0%); unused caches are removed after 7 days" in out
     code, out, _ = run(srv, "usage")
     assert out.split("\t") == ["octo/app", "3", "5148", str(10 * 1024**3), "7\n"]
     code, out, _ = run(srv, "usage", "--json")
