@@ -1,8 +1,12 @@
-"""v2 protocol: twirp JSON `github.actions.results.api.v1.CacheService`.
+"""v2 protocol: twirp `github.actions.results.api.v1.CacheService`, JSON or protobuf.
 
-Field names follow the proto (snake_case) on output; input also accepts lowerCamelCase, int64 as
-number or string, and `null` for lists, because other clients (buildx's Go client) send those.
-Every error is a JSON `{"code","msg"}`: a non-JSON body makes @actions/cache retry for ~30 s.
+The request's Content-Type picks the encoding of both bodies: `application/protobuf` (OpenDAL's ghac
+service, so sccache) or `application/json` (@actions/cache, buildx). JSON field names follow the
+proto (snake_case) on output; input also accepts lowerCamelCase, int64 as number or string, and
+`null` for lists, because other clients (buildx's Go client) send those. A protobuf body is decoded
+into the dict @actions/cache's JSON would be, so one handler serves both encodings.
+Every error is a JSON `{"code","msg"}` whatever the request encoding (twirp's rule): a non-JSON body
+makes @actions/cache retry for ~30 s.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -32,11 +38,24 @@ from runcache.core.errors import (
     UploadBusy,
     WriteDenied,
 )
-from runcache.server.common import ARCHIVES, UPLOADS, identify, parse_int, read_json, signed_url, state
+from runcache.server import cacheservice_pb2 as pb
+from runcache.server.common import (
+    ARCHIVES,
+    MAX_JSON_BODY,
+    UPLOADS,
+    identify,
+    parse_int,
+    read_capped,
+    read_json,
+    signed_url,
+    state,
+)
 from runcache.server.errors import classify
 
 log = logging.getLogger("runcache.twirp")
 SERVICE = "github.actions.results.api.v1.CacheService"
+JSON = "application/json"
+PROTOBUF = "application/protobuf"
 
 
 def twirp_error(code: str, msg: str, status: int) -> JSONResponse:
@@ -97,11 +116,37 @@ async def finalize_entry(request: Request, body: dict[str, Any]) -> dict[str, An
     return {"ok": True, "entry_id": str(committed.id), "message": ""}
 
 
-METHODS = {
+Handler = Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+METHODS: dict[str, Handler] = {
     "GetCacheEntryDownloadURL": get_download_url,
     "CreateCacheEntry": create_entry,
     "FinalizeCacheEntryUpload": finalize_entry,
 }
+# Each method's (request, response) protobuf messages, as the client's cache.proto pairs them.
+MESSAGES: dict[str, tuple[type[Message], type[Message]]] = {
+    "GetCacheEntryDownloadURL": (pb.GetCacheEntryDownloadURLRequest, pb.GetCacheEntryDownloadURLResponse),
+    "CreateCacheEntry": (pb.CreateCacheEntryRequest, pb.CreateCacheEntryResponse),
+    "FinalizeCacheEntryUpload": (pb.FinalizeCacheEntryUploadRequest, pb.FinalizeCacheEntryUploadResponse),
+}
+
+
+def decode_protobuf(body: bytes, message_type: type[Message]) -> dict[str, Any]:
+    """The dict @actions/cache's JSON would carry for the same message (snake_case names, int64 as
+    strings, defaults left out), so the handlers and their checks are the JSON path's."""
+    message = message_type()
+    try:
+        # upb also refuses invalid UTF-8 in string fields and over-deep nesting here.
+        message.ParseFromString(body)
+    except DecodeError as exc:
+        raise InvalidRequest(f"malformed protobuf body: {exc}") from exc
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def encode_protobuf(result: dict[str, Any], message_type: type[Message]) -> bytes:
+    # ParseDict takes the int64 entry_id as the decimal string the JSON path answers with; unknown
+    # keys raise, so a handler field the proto lacks fails loudly in tests instead of vanishing.
+    return json_format.ParseDict(result, message_type()).SerializeToString()
 
 
 async def cache_service(request: Request) -> Response:
@@ -109,10 +154,17 @@ async def cache_service(request: Request) -> Response:
     handler = METHODS.get(method)
     if handler is None:
         return twirp_error("bad_route", f"no method {method} on {SERVICE}", 404)
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype not in ("application/json", ""):
-        return twirp_error("bad_route", f"unsupported Content-Type {ctype!r}: runcache speaks twirp JSON", 404)
+    ctype = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if ctype not in (JSON, PROTOBUF, ""):
+        # twirp's own servers answer an unknown Content-Type with bad_route too.
+        return twirp_error("bad_route", f"unsupported Content-Type {ctype!r}: use {JSON} or {PROTOBUF}", 404)
     try:
+        if ctype == PROTOBUF:
+            request_type, response_type = MESSAGES[method]
+            # The same 1 MiB cap as a JSON body: every message here is a few keys and a URL.
+            body = decode_protobuf(await read_capped(request, MAX_JSON_BODY), request_type)
+            result = await handler(request, body)
+            return Response(encode_protobuf(result, response_type), media_type=PROTOBUF)
         body = await read_json(request)
         return JSONResponse(await handler(request, body))
     except CacheError as exc:
