@@ -129,7 +129,7 @@ def test_external_server_with_token_and_pull_request_scopes(tmp_path: Path, serv
     proc = run(root, "--server", server.url, "--no-cache", "--data-dir", str(tmp_path / "d"))
     assert proc.returncode == 0  # --no-cache wins, no token needed
     proc = run(root, "--server", server.url, "--data-dir", str(tmp_path / "d"))
-    assert proc.returncode == 2 and "--server needs a token" in proc.stderr
+    assert proc.returncode == 2 and "needs a token" in proc.stderr
 
 
 def test_dispatch_inputs_secrets_vars_and_env(tmp_path: Path) -> None:

@@ -799,3 +799,42 @@ def test_job_continue_on_error_and_action_context(tmp_path: Path) -> None:
     texts = "\n".join(c.text(n) for n in c.lines)
     assert "action=__run_2 repo=[]" in texts
     assert "needs result success" in texts
+
+
+def test_job_python_is_a_fresh_environment_first_on_path(tmp_path: Path) -> None:
+    """opts.job_python (runcache run's default): python/pip of a new venv, not the host's (here runcache's own)."""
+    own_bin = str(Path(sys.prefix) / "bin")
+    other = tmp_path / "other"  # what setup-python does: another interpreter first on PATH
+    other.mkdir()
+    (other / "python").symlink_to(sys.executable)
+    env = {"PATH": own_bin + os.pathsep + os.environ.get("PATH", ""), "VIRTUAL_ENV": sys.prefix}
+    body = f"""
+    on: push
+    jobs:
+      a:
+        runs-on: x
+        steps:
+          - run: |
+              python -c "import sys; print('prefix=' + sys.prefix)"
+              echo "venv=$VIRTUAL_ENV"
+              echo "path=$PATH"
+              pip --version
+              echo "{other}" >> "$GITHUB_PATH"
+          - run: echo "venv=[$VIRTUAL_ENV] python=$(command -v python)"
+    """
+    result, c = run(tmp_path, body, env=env, job_python=True, pip_seed_cache=tmp_path / "seed")
+    assert result.jobs[0].result == "success", c.text(1)
+    first = c.text(1)
+    prefix = next(line.split("=", 1)[1] for line in first.splitlines() if line.startswith("prefix=/"))
+    assert prefix != sys.prefix and Path(prefix).name == "venv"
+    assert f"venv={prefix}" in first and f"from {prefix}" in first
+    path_line = next(line for line in first.splitlines() if line.startswith("path=/"))
+    assert path_line.startswith(f"path={prefix}/bin{os.pathsep}")
+    if sys.prefix != sys.base_prefix:
+        assert own_bin not in path_line.split("=", 1)[1].split(os.pathsep)  # runcache's own scripts are not offered
+    assert f"venv=[] python={other}/python" in c.text(2)
+    assert not Path(prefix).exists()  # removed with the job's temporary folder
+    assert any((tmp_path / "seed").iterdir())  # pip was seeded once, for the next jobs
+
+    result, c = run(tmp_path, body, env=env)  # the default of RunOptions: the host's PATH as it is
+    assert f"prefix={sys.prefix}" in c.text(1)

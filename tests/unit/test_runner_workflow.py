@@ -243,3 +243,31 @@ def test_matrix_expansion_include_exclude() -> None:
     with pytest.raises(MatrixError):
         expand_matrix({"os": "ubuntu"})
     assert expand_matrix({"include": [{"a": 1}, {"a": 2}]}) == [{"a": 1}, {"a": 2}]
+
+
+W = "on: push\nenv: {W: '${{ env.X }}'}\njobs:\n  a:\n    runs-on: x\n    steps: [{run: a}]\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (S + "      - uses: a/b@v1\n        with: {key: '${{ foo.bar }}'}\n", "with.key of step 1 ('a/b@v1') in job"),
+        (S + "      - name: Build\n        run: a\n        shell: ${{ x.y }}\n", "shell of step 1 ('Build') in job"),
+        (S + "      - id: t\n        run: a\n        timeout-minutes: ${{ foo.t }}\n", "timeout-minutes of step 1"),
+        (S + "      - run: a\n        working-directory: ${{ a ++ }}\n", "working-directory of step 1 ('a')"),
+        (S + "      - run: a\n        env: {X: '${{ q.r }}'}\n", "env.X of step 1 ('a') in job 'a'"),
+        (J + "    env:\n      A: ${{ steps.x }}\n    steps: [{run: a}]\n", "jobs.a.env.A"),
+        (J + "    timeout-minutes: ${{ env.T }}\n    steps: [{run: a}]\n", "jobs.a.timeout-minutes"),
+        (J + "    outputs: {o: '${{ nope.o }}'}\n    steps: [{run: a}]\n", "jobs.a.outputs.o"),
+        (W, "the workflow's env.W"),
+    ],
+)
+def test_expression_errors_name_the_field_and_step(body: str, where: str) -> None:
+    message = str(error_of(body))
+    assert f"invalid expression in {where}" in message
+    assert "in other" not in message and "within expression" in message
+
+
+def test_unknown_context_errors_list_the_contexts_of_the_field() -> None:
+    message = str(error_of(J + "    env:\n      A: ${{ steps.x }}\n    steps: [{run: a}]\n"))
+    assert "contexts available here: github, vars, inputs, needs, strategy, matrix, secrets" in message

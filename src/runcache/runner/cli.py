@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run a GitHub Actions workflow's job on this machine: run: steps with the runner's shells, file "
             "commands and expressions, and the built-in actions checkout, cache (restore/save) and setup-python. "
-            "Without --server an embedded cache server runs for the duration, on the same data directory as "
-            "`runcache serve`, so the next run restores what this one saved."
+            "The cache steps use the server given with --url or RUNCACHE_URL; without one an embedded server runs for "
+            "the duration on a per-user data directory (~/.local/state/runcache), so the next run restores what "
+            "this one saved. Each job gets a fresh Python virtual environment first on PATH (--host-python: the "
+            "PATH as it is)."
         ),
     )
     add_run_arguments(p)
@@ -68,11 +70,27 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--matrix", action="append", default=[], metavar="KEY=VALUE", help="run only matching matrix combinations"
     )
     p.add_argument("--workspace", type=Path, help="the repository root (default: the workflow file's repository)")
-    p.add_argument("--server", help="use this runcache server instead of an embedded one")
-    p.add_argument("--token", help="token for --server (env RUNCACHE_TOKEN)")
-    p.add_argument("--protocol", choices=["v1", "v2"], default="v2", help="cache protocol (default v2)")
-    p.add_argument("--data-dir", type=Path, help="data directory (env RUNCACHE_DATA_DIR, default ./.runcache)")
+    p.add_argument(
+        "--url",
+        "--server",
+        dest="url",
+        metavar="URL",
+        help="the runcache server for the cache steps (env RUNCACHE_URL; default: an embedded server)",
+    )
+    p.add_argument("--embedded", action="store_true", help="use an embedded server even if RUNCACHE_URL is set")
+    p.add_argument("--token", help="token for --url (env RUNCACHE_TOKEN)")
+    p.add_argument("--protocol", choices=["v1", "v2"], help="cache protocol (env RUNCACHE_PROTOCOL, default v2)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the embedded server's store and the run logs (env RUNCACHE_DATA_DIR, default ~/.local/state/runcache)",
+    )
     p.add_argument("--no-cache", action="store_true", help="run without a cache service (cache steps only warn)")
+    p.add_argument(
+        "--host-python",
+        action="store_true",
+        help="run steps with the PATH as it is, instead of a fresh virtual environment per job first on PATH",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (the log goes to stderr)")
     p.add_argument("-v", "--verbose", action="store_true", help="show every step's full log, not just failing ones")
     p.add_argument("--debug", action="store_true", help="runner.debug / RUNNER_DEBUG=1 and ::debug:: lines")
@@ -272,7 +290,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str] | None = None):
     """Everything ``runcache run`` does after parsing; returns the RunResult (``None`` after a reported error)."""
-    from runcache.config import Settings
     from runcache.runner import repo as repomod
     from runcache.runner.engine import RunOptions
     from runcache.runner.run import RunInterrupted, allocate_run, data_dir_lock, run_jobs
@@ -331,10 +348,10 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
         unknown = [j for j in job_ids if j not in workflow.jobs]
         if unknown:
             raise UsageError(f"no job {unknown[0]!r} in {workflow_path}; jobs: {', '.join(workflow.jobs)}")
-    env = dict(base_env if base_env is not None else os.environ)
+    host_env = dict(base_env if base_env is not None else os.environ)
+    env = dict(host_env)
     env.update(_pairs(args.env, "--env"))
-    settings = Settings.from_env(data_dir=args.data_dir)
-    data_dir = settings.data_dir
+    data_dir = resolve_data_dir(args.data_dir, host_env)
     xdg = Path(env.get("XDG_CACHE_HOME") or Path(env.get("HOME") or Path.home()) / ".cache")
     opts = RunOptions(
         workflow=workflow,
@@ -351,6 +368,8 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
         vars=_pairs(args.var, "--var"),
         base_env=env,
         tool_cache=xdg / "runcache" / "toolcache",
+        job_python=not args.host_python,
+        pip_seed_cache=xdg / "runcache" / "pip-seed",
         keep_temp=args.keep_temp,
         debug=args.debug,
         base_ref=base_ref,
@@ -359,12 +378,8 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
     notes = _notes(workflow, event, job_ids)
     wait = lambda message: reporter.note(message)  # noqa: E731
     started = time.monotonic()
-    embedded = not args.no_cache and not args.server
-    if args.server and not args.no_cache and not (args.token or env.get("RUNCACHE_TOKEN")):
-        raise UsageError(
-            "--server needs a token: pass --token or set RUNCACHE_TOKEN "
-            f"(runcache token --repo {repository} --ref {ref}, on the server's data directory)"
-        )
+    server = None if args.no_cache else resolve_server(args, host_env, repository=repository, ref=ref)
+    embedded = not args.no_cache and server is None
     matrix_filter = _pairs(args.matrix, "--matrix")
     try:
         # The embedded server needs the data directory to itself for the whole run; otherwise the lock
@@ -373,14 +388,16 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
             with contextlib.nullcontext() if embedded else data_dir_lock(data_dir, wait):
                 key = f"{repository}/{opts.workflow.path.name}"
                 opts.run_id, opts.run_number, log_root = allocate_run(data_dir, key)
+                ignore_in_git(data_dir)
             try:
                 endpoint = (
                     contextlib.nullcontext()
                     if args.no_cache
                     else cache_endpoint(
-                        server_url=args.server,
-                        token=args.token,
-                        protocol=args.protocol,
+                        server_url=server.url if server else None,
+                        token=server.token if server else None,
+                        protocol=server.protocol if server else _protocol(args, host_env),
+                        source=server.source if server else "",
                         data_dir=data_dir,
                         repository=repository,
                         ref=ref,
@@ -390,7 +407,8 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
                 )
                 with endpoint as cache:
                     opts.cache = cache
-                    reporter.header(_header_lines(opts, workflow_path, log_root, cache))
+                    show_logs = getattr(reporter, "show_log_paths", True)
+                    reporter.header(_header_lines(opts, workflow_path, log_root, cache, info.is_git, show_logs))
                     if cache is not None and cache.kind == "external":
                         problem = _unreachable(cache.url)
                         if problem:
@@ -409,9 +427,99 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
         raise UsageError(str(exc)) from None
     result.notes = notes
     result.duration = time.monotonic() - started
-    reporter.summary(result.jobs, total=result.duration, log_root=_short(log_root))
+    summary_file = write_run_summary(result.jobs, log_root)
+    result.summary_file = summary_file
+    show_logs = getattr(reporter, "show_log_paths", True)
+    reporter.summary(
+        result.jobs,
+        total=result.duration,
+        log_root=_short(log_root) if show_logs else None,
+        summary_file=_short(summary_file) if summary_file and show_logs else None,
+    )
     (log_root / "result.json").write_text(json.dumps(result.as_json(), indent=2))
     return result
+
+
+def default_data_dir(env: dict[str, str]) -> Path:
+    """The embedded server's per-user store: ``$XDG_STATE_HOME/runcache``, else ``~/.local/state/runcache``.
+
+    Outside any repository (no stray ``.runcache/`` in the user's work tree), and the same for every run,
+    so a run restores what an earlier one saved, as on GitHub (entries are kept per repository)."""
+    state = env.get("XDG_STATE_HOME", "")
+    if state and os.path.isabs(state):
+        return Path(state) / "runcache"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / "runcache"
+
+
+def resolve_data_dir(flag: Path | None, env: dict[str, str]) -> Path:
+    if flag is not None:
+        return flag.expanduser()
+    if env.get("RUNCACHE_DATA_DIR"):
+        return Path(env["RUNCACHE_DATA_DIR"]).expanduser()
+    return default_data_dir(env)
+
+
+def ignore_in_git(data_dir: Path) -> None:
+    """A data directory inside a git work tree gets a ``.gitignore`` of ``*``, so ``git status`` stays clean."""
+    from runcache.runner.repo import git_toplevel
+
+    if not data_dir.is_dir() or (data_dir / ".gitignore").exists():
+        return
+    top = git_toplevel(data_dir)
+    if top is None or top.resolve() == data_dir.resolve():
+        return
+    with contextlib.suppress(OSError):
+        (data_dir / ".gitignore").write_text("# runcache data (cache store, run logs): not for git\n*\n")
+
+
+class _Server:
+    def __init__(self, url: str, token: str, protocol: str, source: str) -> None:
+        self.url, self.token, self.protocol, self.source = url, token, protocol, source
+
+
+def _protocol(args: argparse.Namespace, env: dict[str, str]) -> str:
+    protocol = args.protocol or env.get("RUNCACHE_PROTOCOL") or "v2"
+    if protocol not in ("v1", "v2"):
+        raise UsageError(f"RUNCACHE_PROTOCOL must be v1 or v2, got {protocol!r}")
+    return protocol
+
+
+def resolve_server(args: argparse.Namespace, env: dict[str, str], *, repository: str, ref: str) -> _Server | None:
+    """The external server the cache steps use: ``--url`` (alias ``--server``), else ``RUNCACHE_URL``, as the
+    other commands read it; ``None``: an embedded one (also with ``--embedded`` or ``--url ''``)."""
+    if args.embedded or args.url == "":
+        return None
+    if args.url:
+        url, source = args.url, "--url"
+    elif env.get("RUNCACHE_URL"):
+        url, source = env["RUNCACHE_URL"], "RUNCACHE_URL"
+    else:
+        return None
+    protocol = _protocol(args, env)
+    token = args.token or env.get("RUNCACHE_TOKEN") or ""
+    if not token:
+        given = "--url" if source == "--url" else f"RUNCACHE_URL is set ({url}), so the run uses that server; it"
+        raise UsageError(
+            f"{given} needs a token: pass --token or set RUNCACHE_TOKEN "
+            f"(runcache token --repo {repository} --ref {ref}, on the server's data directory)"
+            + ("; or pass --embedded for an embedded server" if source == "RUNCACHE_URL" else "")
+        )
+    return _Server(url, token, protocol, source)
+
+
+def write_run_summary(jobs: list, log_root: Path) -> Path | None:
+    """``<run>/summary.md``: every job's ``$GITHUB_STEP_SUMMARY`` content (also in ``<run>/<job>/summary.md``)."""
+    with_summary = [j for j in jobs if j.summary.strip()]
+    if not with_summary:
+        return None
+    if len(with_summary) == 1:
+        text = with_summary[0].summary
+    else:
+        text = "\n\n".join(f"## {j.name}\n\n{j.summary}" for j in with_summary)
+    path = log_root / "summary.md"
+    path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    return path
 
 
 def _unreachable(url: str) -> str | None:
@@ -491,7 +599,10 @@ def _notes(workflow, event: str, job_ids: list[str] | None) -> list[str]:
     return notes
 
 
-def _header_lines(opts, workflow_path: Path, log_root: Path, cache) -> list[tuple[str, str]]:
+def _header_lines(
+    opts, workflow_path: Path, log_root: Path, cache, is_git: bool, show_paths: bool = True
+) -> list[tuple[str, str]]:
+    """The run's header; ``show_paths=False`` leaves out the data and log folders (they will not outlive the demo)."""
     wf = opts.workflow
     title = (
         f"runcache run · {wf.name} ({_short(workflow_path)})" if wf.name else f"runcache run · {_short(workflow_path)}"
@@ -499,14 +610,26 @@ def _header_lines(opts, workflow_path: Path, log_root: Path, cache) -> list[tupl
     lines = [("", title)]
     from runcache.runner.repo import ZERO_SHA
 
-    commit = "no commit (not a git repository)" if opts.sha == ZERO_SHA else opts.sha[:12]
+    if opts.sha != ZERO_SHA:
+        commit = opts.sha[:12]
+    else:
+        commit = "no commits yet" if is_git else "no commit (not a git repository)"
     lines.append(("event", f"{opts.event_name} · {opts.ref} · {commit}"))
     lines.append(("repo", f"{opts.repository} · workspace {opts.workspace}"))
     if cache is None:
         lines.append(("cache", "disabled (--no-cache)"))
     elif cache.kind == "embedded":
-        lines.append(("cache", f"embedded server {cache.url} · data {_short(cache.data_dir)} · {cache.protocol}"))
+        data = f" · data {_short(cache.data_dir)}" if show_paths else ""
+        lines.append(("cache", f"embedded server {cache.url}{data} · {cache.protocol}"))
     else:
-        lines.append(("cache", f"{cache.url} · {cache.protocol}"))
-    lines.append(("run", f"#{opts.run_number} (id {opts.run_id}) · logs {_short(log_root)}"))
+        source = " (from RUNCACHE_URL)" if cache.source == "RUNCACHE_URL" else ""
+        lines.append(("cache", f"{cache.url}{source} · {cache.protocol}"))
+    if opts.job_python:
+        from runcache.runner.jobpython import base_interpreter
+
+        lines.append(("python", f"a fresh virtual environment per job, of {base_interpreter()}"))
+    else:
+        lines.append(("python", "as on the host's PATH (--host-python)"))
+    run = f"#{opts.run_number} (id {opts.run_id})"
+    lines.append(("run", f"{run} · logs {_short(log_root)}" if show_paths else run))
     return lines

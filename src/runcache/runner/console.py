@@ -110,9 +110,17 @@ class _Running:
 
 class ConsoleReporter:
     def __init__(
-        self, console: Console, *, stream: bool | None = None, verbose: bool = False, github_groups: bool = False
+        self,
+        console: Console,
+        *,
+        stream: bool | None = None,
+        verbose: bool = False,
+        github_groups: bool = False,
+        show_log_paths: bool = True,
     ) -> None:
         self.console = console
+        # False where the logs will not outlive the command (runcache demo in a temporary folder).
+        self.show_log_paths = show_log_paths
         # Inside a GitHub Actions job, wrap each step's log in ::group:: so the job log folds it.
         self.github_groups = github_groups and not console.is_terminal
         self.interactive = console.is_terminal
@@ -211,7 +219,7 @@ class ConsoleReporter:
                     self.console.print(self._log_text(annotation.render(), "annotation"), soft_wrap=True)
             for c in rec.caches:
                 self.console.print(self._cache_line(c))
-            if rec.log_path and rec.failed and logs:
+            if rec.log_path and rec.failed and logs and self.show_log_paths:
                 self.console.print(Text(f"      full log: {rec.log_path}", style="bright_black"))
         self._logs.pop(rec.number, None)
 
@@ -248,7 +256,9 @@ class ConsoleReporter:
         return t
 
     # --- summary -------------------------------------------------------------------------------
-    def summary(self, results: list[JobResult], *, total: float, log_root: str | None) -> None:
+    def summary(
+        self, results: list[JobResult], *, total: float, log_root: str | None, summary_file: str | None = None
+    ) -> None:
         self.console.print()
         for result in results:
             if len(results) > 1:
@@ -291,6 +301,8 @@ class ConsoleReporter:
                 self.console.print()
                 self.console.print(Panel(Markdown(result.summary), title="Job summary", title_align="left"))
             self.console.print()
+        if summary_file:
+            self.console.print(Text(f"job summary ($GITHUB_STEP_SUMMARY): {summary_file}", style="bright_black"))
         overall = overall_result(results)
         symbol, style = MARKS.get(overall if overall != "skipped" else "skipped", ("?", "white"))
         words = {"success": "succeeded", "failure": "failed", "cancelled": "was cancelled", "skipped": "was skipped"}

@@ -6,8 +6,10 @@
    entry (``cache-hit`` is ``false``), pip installs, and a second entry is saved;
 
 then it lists the repository's cache entries and deletes them. Each run starts like a fresh hosted
-runner: an empty home folder (so an empty ``~/.cache/pip``) and a new virtual environment. pip installs
-from a local index of small stand-in packages, so the demo needs no network (``--online`` uses PyPI).
+runner: an empty home folder (so an empty ``~/.cache/pip``) and, as every ``runcache run`` job, a new
+virtual environment. pip installs from a local index of small stand-in packages, so the demo needs no
+network (``--online`` uses PyPI). Run logs are shown only where they outlive the demo (``--keep`` or
+``--data-dir``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -36,11 +37,13 @@ CACHE_STEP = "Cache Python Packages"
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="keep the entries in this data directory (default: a temporary one)")
-    p.add_argument("--server", help="use this runcache server instead of an embedded one")
-    p.add_argument("--token", help="token for --server (env RUNCACHE_TOKEN); its repository is used")
+    p.add_argument(
+        "--url", "--server", dest="url", metavar="URL", help="use this runcache server instead of an embedded one"
+    )
+    p.add_argument("--token", help="token for --url (env RUNCACHE_TOKEN); its repository is used")
     p.add_argument("--repo", help="OWNER/NAME the entries belong to (default: a fresh runcache-demo/seed-<id>)")
     p.add_argument("--online", action="store_true", help="install the real packages from PyPI instead of stand-ins")
-    p.add_argument("--keep", action="store_true", help="keep the project copy and the cache entries")
+    p.add_argument("--keep", action="store_true", help="keep the project copy, the run logs and the cache entries")
     p.add_argument("-v", "--verbose", action="store_true", help="show every step's log")
 
 
@@ -76,6 +79,8 @@ class Demo:
         self.args = args
         self.console = console
         self.problems: list[str] = []
+        # Log paths are printed only where the files outlive the demo.
+        self.show_logs = bool(args.keep or args.data_dir)
 
     def say(self, text: str, style: str = "") -> None:
         self.console.print(Text(text, style=style))
@@ -103,15 +108,18 @@ class Demo:
         self.title("runcache demo: caching pip downloads with actions/cache")
         self.say(f"project   {project} (a copy of the bundled example)")
         self.say("workflow  .github/workflows/cacheworkflow.yml, job build")
-        self.say(f"cache     {args.server or 'embedded server, data ' + str(data_dir)} · repository {repo}")
+        where = args.url or ("embedded server, data " + (str(data_dir) if args.data_dir else "in a temporary folder"))
+        self.say(f"cache     {where} · repository {repo}")
         self.say("python    a fresh virtual environment and an empty home folder for every run (like a hosted runner)")
+        if not self.show_logs:
+            self.say("logs      not kept (the demo's folder is removed at the end; --keep keeps it)", "bright_black")
         index_cm: Any = contextlib.nullcontext(None)
         if not args.online:
             from runcache.runner.wheelhouse import LocalIndex, build_stand_ins
 
+            self.say("pip       a local package index of stand-in packages (no network; --online uses PyPI)")
             build_stand_ins(root / "wheels")
             index_cm = LocalIndex(root / "wheels")
-            self.say("pip       a local package index of stand-in packages (no network; --online uses PyPI)")
         with index_cm as index:
             runs = [
                 ("Run 1: nothing cached yet", None),
@@ -127,6 +135,12 @@ class Demo:
                     self.say(f"$ echo {add} >> requirements.txt", "bright_black")
                 else:
                     self.title(label)
+                self.say(
+                    "preparing: an emptied home folder, "
+                    + ("the cache server" if args.url else "the embedded cache server")
+                    + " and the job's virtual environment ...",
+                    "bright_black",
+                )
                 result = self._one_run(root, n, project, data_dir, repo, index)
                 if result is None:
                     return 1
@@ -145,18 +159,17 @@ class Demo:
     def _one_run(self, root: Path, n: int, project: Path, data_dir: Path, repo: str, index: Any):
         from runcache.runner.console import ConsoleReporter
 
-        # The same home path every run (entries store ~/.cache/pip relative to the workspace), emptied each time.
+        # The same home path every run (entries store ~/.cache/pip relative to the workspace), emptied each time
+        # but for runcache's own ~/.cache/runcache (the pip that job environments are seeded with).
         home = root / "home"
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir()
-        venv = root / "python"
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([_base_python(), "-m", "venv", str(venv)], check=True, capture_output=True)
+        home.mkdir(exist_ok=True)
+        _empty(home, keep=".cache")
+        _empty(home / ".cache", keep="runcache")
         changes: dict[str, str | None] = {
             "HOME": str(home),
-            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            "VIRTUAL_ENV": str(venv),
+            "VIRTUAL_ENV": None,
             "XDG_CACHE_HOME": None,
+            "XDG_STATE_HOME": None,
             "PYTHONHOME": None,
         }
         if index is not None:
@@ -172,12 +185,11 @@ class Demo:
             "refs/heads/main",
         ]
         argv += ["--data-dir", str(data_dir)]
-        if self.args.server:
-            argv += ["--server", self.args.server]
+        argv += ["--url", self.args.url] if self.args.url else ["--embedded"]  # not RUNCACHE_URL: the demo's own
         if self.args.token:
             argv += ["--token", self.args.token]
         run_args = parser.parse_args(argv)
-        reporter = ConsoleReporter(self.console, stream=self.args.verbose or None)
+        reporter = ConsoleReporter(self.console, stream=self.args.verbose or None, show_log_paths=self.show_logs)
         with patched_environ(changes), contextlib.chdir(project):
             return run_from_args(run_args, reporter)
 
@@ -234,11 +246,11 @@ class Demo:
 
         self.title("Cache entries")
         server = None
-        lock = contextlib.nullcontext() if self.args.server else data_dir_lock(data_dir)
+        lock = contextlib.nullcontext() if self.args.url else data_dir_lock(data_dir)
         with lock:
-            if self.args.server:
+            if self.args.url:
                 token = self.args.token or os.environ.get("RUNCACHE_TOKEN", "")
-                endpoint = CacheEndpoint(self.args.server.rstrip("/"), token, "v2", "external")
+                endpoint = CacheEndpoint(self.args.url.rstrip("/"), token, "v2", "external")
             else:
                 from runcache.config import Settings
 
@@ -322,6 +334,19 @@ class Demo:
         self.console.print(table)
 
 
+def _empty(folder: Path, *, keep: str) -> None:
+    """Remove everything in ``folder`` but ``keep``."""
+    if not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        if item.name == keep:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+
+
 def _token_repository(token: str | None) -> str | None:
     """With --server, the entries must belong to the repository the token is for."""
     token = token or os.environ.get("RUNCACHE_TOKEN")
@@ -333,11 +358,6 @@ def _token_repository(token: str | None) -> str | None:
         return str(jwt.decode(token, options={"verify_signature": False}).get("repository") or "") or None
     except jwt.PyJWTError:
         return None
-
-
-def _base_python() -> str:
-    """An interpreter to make the job's virtual environments from (runcache's own)."""
-    return sys.executable
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

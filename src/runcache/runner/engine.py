@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runcache.runner import contexts as ctxmod
+from runcache.runner import jobpython
 from runcache.runner.actions.base import ActionContext, ActionFailed, BuiltinAction, CacheRecord
 from runcache.runner.actions.registry import resolve_action, split_uses, unsupported_message
 from runcache.runner.commands import Annotation, CommandEffects, CommandParser, Masker
@@ -93,6 +94,9 @@ class RunOptions:
     server_url: str = "https://github.com"
     base_ref: str = ""
     head_ref: str = ""
+    # A fresh virtual environment per job, first on PATH (runcache run's default; --host-python turns it off).
+    job_python: bool = False
+    pip_seed_cache: Path | None = None  # where the unpacked pip for those environments is kept
 
 
 @dataclass
@@ -149,6 +153,7 @@ class JobResult:
     error: str = ""
     log_dir: Path | None = None
     allowed_failure: bool = False  # failed, but the job has continue-on-error: true
+    notes: list[str] = field(default_factory=list)  # warnings about the job's set-up (its Python environment)
 
     @property
     def caches(self) -> list[CacheRecord]:
@@ -167,6 +172,7 @@ class JobResult:
             "steps": [s.as_json() for s in self.steps],
             "caches": [c.as_json() for c in self.caches],
             "summary": self.summary,
+            "notes": self.notes,
             "logs": str(self.log_dir) if self.log_dir else None,
         }
 
@@ -289,6 +295,7 @@ class JobRun:
         self.records: list[StepRecord] = []
         self.posts: list[_Post] = []
         self.summaries: list[str] = []
+        self.notes: list[str] = []
         self.cleanups: list[Callable[[], None]] = []
         self.pgids: list[int] = []
         self.interrupts = 0
@@ -298,6 +305,7 @@ class JobRun:
         self.log_dir = log_dir
         self._temp_root: Path | None = None
         self.temp = Path()
+        self.job_venv: Path | None = None
         self.github: dict[str, Any] = {}
         self.runner_ctx: dict[str, Any] = {}
 
@@ -414,11 +422,43 @@ class JobRun:
         if files:
             env.update(files.env())
         path = env.get("PATH") or os.defpath
+        if self.job_venv is not None:
+            path = jobpython.job_path(self.job_venv / "bin", path)
         if self.path_prepend:
             path = os.pathsep.join([*reversed(self.path_prepend), path])
         env["PATH"] = path
         env["HOME"] = env.get("HOME") or os.path.expanduser("~")
+        if self.job_venv is not None:
+            # The host's VIRTUAL_ENV (runcache's own, often) must not steer pip, uv or poetry; the job's
+            # environment is named while its python is the one on PATH (setup-python may put another first).
+            for name in ("VIRTUAL_ENV", "PYTHONHOME"):
+                if name not in env_ctx:
+                    env.pop(name, None)
+            if "VIRTUAL_ENV" not in env_ctx:
+                first = shutil.which("python", path=path)
+                if first and os.path.dirname(first) == str(self.job_venv / "bin"):
+                    env["VIRTUAL_ENV"] = str(self.job_venv)
         return env
+
+    def _make_job_python(self) -> None:
+        """The job's own virtual environment (``opts.job_python``); on failure a warning and the host's PATH."""
+        assert self._temp_root is not None
+        reporter_note = getattr(self.reporter, "note", None)
+
+        def note(message: str) -> None:
+            if reporter_note:
+                reporter_note(f"  {message}")
+
+        try:
+            made = jobpython.create(self._temp_root / "venv", seed_cache=self.opts.pip_seed_cache, note=note)
+        except jobpython.JobPythonError as exc:
+            self.notes.append(f"warning: {exc}; the job's steps use the python on the host's PATH")
+        else:
+            self.job_venv = made.root
+            if made.warning:
+                self.notes.append(f"warning: {made.warning}")
+        for message in self.notes:
+            note(message)
 
     # --- job -----------------------------------------------------------------------------------
     def run(self) -> JobResult:
@@ -458,6 +498,8 @@ class JobRun:
                 return self._finish(started, "failure", f"evaluating the job's env: {exc}")
             self.deadline = time.monotonic() + timeout * 60
             self._job_timeout_minutes = timeout
+            if self.opts.job_python:
+                self._make_job_python()
             for step in self.job.steps:
                 self._main_step(step)
             while self.posts:
@@ -531,6 +573,7 @@ class JobRun:
             summary="\n".join(self.summaries),
             error=error,
             log_dir=self.log_dir,
+            notes=list(self.notes),
         )
         if self.log_dir and res.summary:
             (self.log_dir / "summary.md").write_text(res.summary, encoding="utf-8")

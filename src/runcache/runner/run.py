@@ -28,6 +28,7 @@ class RunResult:
     duration: float = 0.0
     log_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    summary_file: Path | None = None  # <run>/summary.md, when a step wrote a job summary
 
     @property
     def result(self) -> str:
@@ -64,6 +65,7 @@ class RunResult:
             "exit_code": self.exit_code,
             "duration": round(self.duration, 3),
             "logs": str(self.log_dir) if self.log_dir else None,
+            "summary": str(self.summary_file) if self.summary_file else None,
             "notes": self.notes,
             "jobs": [j.as_json() for j in self.jobs],
         }

@@ -1,9 +1,10 @@
 """The cache service a local run talks to: an embedded runcache server in a background thread, or an external one.
 
 The embedded server is the same application ``runcache serve`` runs, on a random loopback port, over
-the same data directory (``./.runcache`` unless told otherwise), so what one run saves the next one
-restores. Callers hold :func:`runcache.runner.run.data_dir_lock` while it runs: the server's start-up
-recovery clears upload staging, so two embedded servers must never share a data directory at once.
+the run's data directory (a per-user one unless told otherwise, see ``runcache.runner.cli``), so what one
+run saves the next one restores. Callers hold :func:`runcache.runner.run.data_dir_lock` while it runs:
+the server's start-up recovery clears upload staging, so two servers must never share a data directory
+at once; a ``runcache serve`` already running there is reported in one line (its ``DataDirInUse``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class CacheEndpoint:
     protocol: str  # v1 | v2
     kind: str  # embedded | external
     data_dir: Path | None = None
+    source: str = ""  # external: where the URL came from (--url, RUNCACHE_URL)
 
     def client(self):
         from runcache.client.transfer import CacheClient
@@ -59,6 +61,9 @@ class EmbeddedServer:
         from runcache.server.app import create_app
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Fail before starting anything when a server (runcache serve) already has the data directory; the
+        # app's own start-up would only show a traceback and uvicorn's exit status.
+        self._check_free()
         sock = bind("127.0.0.1", 0)
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
@@ -81,12 +86,28 @@ class EmbeddedServer:
         deadline = time.monotonic() + START_TIMEOUT
         while not server.started:
             if errors or not self._thread.is_alive():
-                raise ServiceError(f"the embedded cache server did not start: {errors[0] if errors else 'exited'}")
+                self._check_free()  # another server took the data directory meanwhile
+                reason = errors[0] if errors else None
+                if isinstance(reason, SystemExit) or reason is None:
+                    raise ServiceError("the embedded cache server did not start (see the messages above)")
+                raise ServiceError(f"the embedded cache server did not start: {type(reason).__name__}: {reason}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise ServiceError("the embedded cache server did not start within 30 s")
             time.sleep(0.01)
         return self
+
+    def _check_free(self) -> None:
+        from runcache.store.lock import DataDirInUse, DataDirLock
+
+        probe = DataDirLock(self.settings.data_dir)
+        try:
+            probe.acquire()
+        except DataDirInUse as exc:
+            raise ServiceError(f"{exc} (with runcache run: --url <its URL> --token <token> runs against it)") from None
+        except OSError as exc:
+            raise ServiceError(f"cannot use the data directory {self.settings.data_dir}: {exc}") from None
+        probe.release()
 
     def token(self, repository: str, ref: str, *, default_branch: str, base_ref: str | None = None) -> str:
         from runcache.auth.tokens import TokenIssuer
@@ -115,16 +136,17 @@ def cache_endpoint(
     ref: str,
     default_branch: str,
     base_ref: str | None = None,
+    source: str = "--url",
 ) -> Iterator[CacheEndpoint]:
-    """An embedded server for the duration of the block, or the external one given with ``--server``."""
+    """An embedded server for the duration of the block, or the external one given (``--url``, RUNCACHE_URL)."""
     if server_url:
         token = token or os.environ.get("RUNCACHE_TOKEN") or ""
         if not token:
             raise ServiceError(
-                "--server needs a token: pass --token or set RUNCACHE_TOKEN "
+                "--url needs a token: pass --token or set RUNCACHE_TOKEN "
                 f"(e.g. runcache token --repo {repository} --ref {ref} on the server's data directory)"
             )
-        yield CacheEndpoint(server_url.rstrip("/"), token, protocol, "external")
+        yield CacheEndpoint(server_url.rstrip("/"), token, protocol, "external", source=source)
         return
     # Absolute: the run changes directory (actions run in the workspace) while the server thread works.
     settings = Settings.from_env(data_dir=Path(data_dir).resolve())

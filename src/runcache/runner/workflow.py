@@ -239,8 +239,10 @@ class _Reader:
                 lines[key] = self.line(value_node)
         return out
 
-    def check_expressions(self, node: yaml.Node, text: Any, field_kind: str, *, is_if: bool = False) -> None:
-        """Report expression syntax errors (and unknown context names) with the field's line."""
+    def check_expressions(self, node: yaml.Node, text: Any, field_kind: str, what: str, *, is_if: bool = False) -> None:
+        """Report expression syntax errors (and unknown context names) with the field's line and name.
+
+        ``what`` names the field for the message, e.g. ``with.key of step 2 ('Cache') in job 'build'``."""
         if not isinstance(text, str):
             return
         contexts = placeholder_contexts(FIELD_CONTEXTS[field_kind])
@@ -253,7 +255,12 @@ class _Reader:
             elif "${{" in text:
                 _check_template(text, contexts, functions if with_status or field_kind.startswith("step") else None)
         except expressions.ExpressionError as exc:
-            raise self.error(node, f"invalid expression in {field_kind.split(':')[-1]}: {exc}") from None
+            message = str(exc)
+            if "within expression" not in message:
+                message += f" (in {text.strip()!r})"
+            if message.startswith("Unrecognized named-value"):
+                message += f"; contexts available here: {', '.join(FIELD_CONTEXTS[field_kind])}"
+            raise self.error(node, f"invalid expression in {what}: {message}") from None
 
 
 def _check_template(text: str, contexts: dict[str, Any], functions: expressions.ExpressionFunctions | None) -> None:
@@ -408,8 +415,8 @@ def parse_workflow(text: str, path: str | Path = "<workflow>") -> Workflow:
     env: dict[str, str] = {}
     if "env" in nodes:
         env = r.string_map(nodes["env"][1], "env")
-        for value_node in _map_values(nodes["env"][1]):
-            r.check_expressions(value_node, scalar_value(value_node), "workflow:env")
+        for key, value_node in _map_items(nodes["env"][1]):
+            r.check_expressions(value_node, scalar_value(value_node), "workflow:env", f"the workflow's env.{key}")
     shell, wd = _read_defaults(r, nodes["defaults"][1], "defaults") if "defaults" in nodes else (None, None)
 
     jobs_node = nodes["jobs"][1]
@@ -441,8 +448,10 @@ def parse_workflow(text: str, path: str | Path = "<workflow>") -> Workflow:
     )
 
 
-def _map_values(node: yaml.Node) -> list[yaml.Node]:
-    return [v for _, v in node.value] if isinstance(node, yaml.MappingNode) else []
+def _map_items(node: yaml.Node) -> list[tuple[str, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(str(k.value) if isinstance(k, yaml.ScalarNode) else "?", v) for k, v in node.value]
 
 
 def _read_on(r: _Reader, node: yaml.Node) -> dict[str, Any]:
@@ -499,25 +508,29 @@ def _read_job(r: _Reader, job_id: str, key_node: yaml.Node, node: yaml.Node) -> 
     job.runs_on = to_python(nodes["runs-on"])
     if "name" in nodes:
         job.name = r.string(nodes["name"], "name")
-        r.check_expressions(nodes["name"], job.name, "job:name")
+        r.check_expressions(nodes["name"], job.name, "job:name", f"jobs.{job_id}.name")
     if "needs" in nodes:
         needs = to_python(nodes["needs"])
         job.needs = [needs] if isinstance(needs, str) else [value_string(n) for n in (needs or [])]
     if "if" in nodes:
         job.if_ = r.scalar(nodes["if"], "if")
-        r.check_expressions(nodes["if"], job.if_, "job:if", is_if=True)
+        r.check_expressions(nodes["if"], job.if_, "job:if", f"jobs.{job_id}.if", is_if=True)
     if "env" in nodes:
         job.env = r.string_map(nodes["env"], f"jobs.{job_id}.env")
-        for value_node in _map_values(nodes["env"]):
-            r.check_expressions(value_node, scalar_value(value_node), "job:env")
+        for key, value_node in _map_items(nodes["env"]):
+            r.check_expressions(value_node, scalar_value(value_node), "job:env", f"jobs.{job_id}.env.{key}")
     if "defaults" in nodes:
         job.defaults_shell, job.defaults_working_directory = _read_defaults(
             r, nodes["defaults"], f"jobs.{job_id}.defaults"
         )
     if "timeout-minutes" in nodes:
-        job.timeout_minutes = _number_or_expression(r, nodes["timeout-minutes"], "timeout-minutes", "job:other")
+        job.timeout_minutes = _number_or_expression(
+            r, nodes["timeout-minutes"], "timeout-minutes", "job:other", f"jobs.{job_id}.timeout-minutes"
+        )
     if "continue-on-error" in nodes:
-        job.continue_on_error = _bool_or_expression(r, nodes["continue-on-error"], "continue-on-error", "job:other")
+        job.continue_on_error = _bool_or_expression(
+            r, nodes["continue-on-error"], "continue-on-error", "job:other", f"jobs.{job_id}.continue-on-error"
+        )
     if "strategy" in nodes:
         strategy = to_python(nodes["strategy"])
         if not isinstance(strategy, dict):
@@ -526,8 +539,8 @@ def _read_job(r: _Reader, job_id: str, key_node: yaml.Node, node: yaml.Node) -> 
         job.strategy = strategy
     if "outputs" in nodes:
         job.outputs = r.string_map(nodes["outputs"], f"jobs.{job_id}.outputs")
-        for value_node in _map_values(nodes["outputs"]):
-            r.check_expressions(value_node, scalar_value(value_node), "job:outputs")
+        for key, value_node in _map_items(nodes["outputs"]):
+            r.check_expressions(value_node, scalar_value(value_node), "job:outputs", f"jobs.{job_id}.outputs.{key}")
     if "steps" not in nodes:
         raise r.error(key_node, f"job '{job_id}' has no 'steps:'")
     steps_node = nodes["steps"]
@@ -537,7 +550,7 @@ def _read_job(r: _Reader, job_id: str, key_node: yaml.Node, node: yaml.Node) -> 
         raise r.error(steps_node, f"job '{job_id}' must have at least one step")
     ids: dict[str, int] = {}
     for index, step_node in enumerate(steps_node.value):
-        step = _read_step(r, index, step_node)
+        step = _read_step(r, index, step_node, job_id)
         if step.id:
             if step.id in ids:
                 raise r.error(step_node, f"the step id '{step.id}' is already used by the step on line {ids[step.id]}")
@@ -546,31 +559,41 @@ def _read_job(r: _Reader, job_id: str, key_node: yaml.Node, node: yaml.Node) -> 
     return job
 
 
-def _number_or_expression(r: _Reader, node: yaml.Node, what: str, field_kind: str) -> float | str:
+def _number_or_expression(r: _Reader, node: yaml.Node, what: str, field_kind: str, where: str) -> float | str:
     value = r.scalar(node, what)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise r.error(node, f"{what} must be a number of minutes, got {_kind(node)}")
     if isinstance(value, str):
         if "${{" not in value:
             raise r.error(node, f"{what} must be a number of minutes, got {value!r}")
-        r.check_expressions(node, value, field_kind)
+        r.check_expressions(node, value, field_kind, where)
         return value
     if value <= 0:
         raise r.error(node, f"{what} must be greater than 0")
     return float(value)
 
 
-def _bool_or_expression(r: _Reader, node: yaml.Node, what: str, field_kind: str) -> bool | str:
+def _bool_or_expression(r: _Reader, node: yaml.Node, what: str, field_kind: str, where: str) -> bool | str:
     value = r.scalar(node, what)
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and "${{" in value:
-        r.check_expressions(node, value, field_kind)
+        r.check_expressions(node, value, field_kind, where)
         return value
     raise r.error(node, f"{what} must be true, false or an expression, got {_kind(node)}")
 
 
-def _read_step(r: _Reader, index: int, node: yaml.Node) -> Step:
+def _step_label(nodes: dict[str, tuple[yaml.Node, yaml.Node]]) -> str:
+    """How a step is named in messages: its name, else its id, uses or the first line of run."""
+    for key in ("name", "id", "uses", "run"):
+        node = nodes.get(key, (None, None))[1]
+        if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str) and node.value.strip():
+            text = node.value.strip().splitlines()[0]
+            return text if len(text) <= 50 else text[:47] + "..."
+    return ""
+
+
+def _read_step(r: _Reader, index: int, node: yaml.Node, job_id: str = "") -> Step:
     where = f"step {index + 1}"
     if not isinstance(node, yaml.MappingNode):
         raise r.error(node, f"{where} must be a mapping (with run: or uses:), got {_kind(node)}")
@@ -601,6 +624,9 @@ def _read_step(r: _Reader, index: int, node: yaml.Node) -> Step:
     def value(key: str) -> yaml.Node:
         return nodes[key][1]
 
+    label = _step_label(nodes)
+    in_step = f" of step {index + 1}" + (f" ({label!r})" if label else "") + (f" in job '{job_id}'" if job_id else "")
+
     if "id" in nodes:
         step.id = r.string(value("id"), "id")
         if not NAME_RE.match(step.id):
@@ -612,15 +638,15 @@ def _read_step(r: _Reader, index: int, node: yaml.Node) -> Step:
             raise r.error(value("id"), f"step ids starting with '__' are reserved for the runner: '{step.id}'")
     if "name" in nodes:
         step.name = r.string(value("name"), "name")
-        r.check_expressions(value("name"), step.name, "step:name")
+        r.check_expressions(value("name"), step.name, "step:name", "name" + in_step)
     if "if" in nodes:
         step.if_ = r.scalar(value("if"), "if")
-        r.check_expressions(value("if"), step.if_, "step:if", is_if=True)
+        r.check_expressions(value("if"), step.if_, "step:if", "if" + in_step, is_if=True)
     if "run" in nodes:
         step.run = r.string(value("run"), "run")
         if not step.run.strip():
             raise r.error(value("run"), f"{where}: 'run:' is empty")
-        r.check_expressions(value("run"), step.run, "step:run")
+        r.check_expressions(value("run"), step.run, "step:run", "run" + in_step)
     if "uses" in nodes:
         step.uses = r.string(value("uses"), "uses").strip()
         if not step.uses:
@@ -634,22 +660,28 @@ def _read_step(r: _Reader, index: int, node: yaml.Node) -> Step:
             )
     if "shell" in nodes:
         step.shell = r.string(value("shell"), "shell")
-        r.check_expressions(value("shell"), step.shell, "step:other")
+        r.check_expressions(value("shell"), step.shell, "step:other", "shell" + in_step)
     if "with" in nodes:
         step.with_ = r.string_map(value("with"), "with", step.with_lines)
-        for value_node in _map_values(value("with")):
-            r.check_expressions(value_node, scalar_value(value_node), "step:other")
+        for key, value_node in _map_items(value("with")):
+            r.check_expressions(value_node, scalar_value(value_node), "step:other", f"with.{key}{in_step}")
     if "env" in nodes:
         step.env = r.string_map(value("env"), "env")
-        for value_node in _map_values(value("env")):
-            r.check_expressions(value_node, scalar_value(value_node), "step:env")
+        for key, value_node in _map_items(value("env")):
+            r.check_expressions(value_node, scalar_value(value_node), "step:env", f"env.{key}{in_step}")
     if "working-directory" in nodes:
         step.working_directory = r.string(value("working-directory"), "working-directory")
-        r.check_expressions(value("working-directory"), step.working_directory, "step:other")
+        r.check_expressions(
+            value("working-directory"), step.working_directory, "step:other", "working-directory" + in_step
+        )
     if "continue-on-error" in nodes:
-        step.continue_on_error = _bool_or_expression(r, value("continue-on-error"), "continue-on-error", "step:other")
+        step.continue_on_error = _bool_or_expression(
+            r, value("continue-on-error"), "continue-on-error", "step:other", "continue-on-error" + in_step
+        )
     if "timeout-minutes" in nodes:
-        step.timeout_minutes = _number_or_expression(r, value("timeout-minutes"), "timeout-minutes", "step:other")
+        step.timeout_minutes = _number_or_expression(
+            r, value("timeout-minutes"), "timeout-minutes", "step:other", "timeout-minutes" + in_step
+        )
     return step
 
 
