@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         database_url=args.database_url,
         reservation_ttl=args.reservation_ttl,
+        upload_idle_timeout=args.upload_idle_timeout,
         url_ttl=args.url_ttl,
         github_jwks_url=args.github_jwks_url,
         github_jwks_file=args.github_jwks_file,
@@ -127,11 +128,12 @@ def _write_outputs(outputs: dict[str, str]) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     import json
 
+    from runcache.client.interrupt import sigterm_interrupts
     from runcache.client.operations import key_lines, restore
     from runcache.client.progress import TransferProgress
 
     restore_keys = key_lines(args.restore_key or [])
-    with _client(args) as client, TransferProgress("restore") as progress:
+    with sigterm_interrupts(), _client(args) as client, TransferProgress("restore") as progress:
         result = restore(
             client,
             paths=args.path,
@@ -174,10 +176,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_save(args: argparse.Namespace) -> int:
     import json
 
+    from runcache.client.interrupt import sigterm_interrupts
     from runcache.client.operations import save
     from runcache.client.progress import TransferProgress
 
-    with _client(args) as client, TransferProgress("save") as progress:
+    # SIGTERM (a cancelled CI job) takes Ctrl-C's path: the upload is cancelled on the server.
+    with sigterm_interrupts(), _client(args) as client, TransferProgress("save") as progress:
         result = save(
             client,
             paths=args.path,
@@ -238,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--reservation-ttl",
         type=int,
         help="seconds an unfinished upload keeps its key (env RUNCACHE_RESERVATION_TTL, default 3600)",
+    )
+    p.add_argument(
+        "--upload-idle-timeout",
+        type=int,
+        help="seconds an upload may receive no bytes before it expires and frees its key; 0: only "
+        "--reservation-ttl (env RUNCACHE_UPLOAD_IDLE_TIMEOUT, default 300)",
     )
     p.add_argument(
         "--url-ttl", type=int, help="seconds a signed blob URL stays valid (env RUNCACHE_URL_TTL, default 600)"
@@ -332,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from runcache.client.config import ConfigError
+    from runcache.client.interrupt import EXIT_INTERRUPTED, interrupted_line
     from runcache.core.errors import InvalidRequest
     from runcache.store.lock import DataDirInUse
 
@@ -340,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ConfigError, InvalidRequest, DataDirInUse) as exc:
         print(f"runcache: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        # One line saying what was undone, not a traceback through the upload threads.
+        print(interrupted_line(exc), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class Settings:
     public_url: str = ""  # empty: derived from each request's Host
     secret: str = ""  # empty: generated once and kept in data_dir/secret
     reservation_ttl: int = 3600  # seconds an unfinished upload keeps its key reserved
+    upload_idle_timeout: int = 300  # seconds without bytes after which an upload expires (0: only the TTL)
     url_ttl: int = 600  # seconds a signed blob URL stays valid
     github_jwks_url: str = ""
     github_jwks_file: str = ""

@@ -1,5 +1,8 @@
 """Cache management from the command line, shaped like `gh cache`: `ls`, `rm`, `usage`, `limits`.
 
+`ls --in-progress` lists uploads not yet committed; `rm` also cancels them (`rm KEY` removes the key's
+caches and its upload in progress, which is what blocks a new save of it; `rm --in-progress` only those).
+
 A thin client of runcache's GitHub-compatible REST API (httpx). Output follows gh: a table with
 relative times and human sizes on a terminal, tab-separated absolute values when piped, `--json`
 with gh's field names. Also issues management tokens (`runcache token --admin`).
@@ -12,7 +15,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -31,6 +34,16 @@ JSON_FIELDS = {
     "lastAccessedAt": "last_accessed_at",
     "ref": "ref",
     "sizeInBytes": "size_in_bytes",
+    "version": "version",
+}
+UPLOAD_JSON_FIELDS = {
+    "id": "id",
+    "key": "key",
+    "lastActivityAt": "last_activity_at",
+    "receivedBytes": "received_bytes",
+    "ref": "ref",
+    "reservedAt": "reserved_at",
+    "state": "state",
     "version": "version",
 }
 
@@ -135,6 +148,31 @@ class ManagementClient:
             out.extend(body["actions_caches"])
             url = r.links.get("next", {}).get("url")
         return total, out if limit is None else out[:limit]
+
+    def uploads(
+        self, repo: str, *, key: str | None = None, ref: str | None = None, limit: int | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(total_count, up to `limit` uploads in progress), oldest first, following the `Link` header."""
+        per_page = MAX_PER_PAGE if limit is None else min(limit, MAX_PER_PAGE)
+        params = {"per_page": per_page, "key": key, "ref": ref}
+        url: str | None = f"/repos/{repo}/actions/cache/uploads"
+        total, out = 0, []
+        first = True
+        while url and (limit is None or len(out) < limit):
+            r = self._request("GET", url, params={k: v for k, v in params.items() if v} if first else None)
+            first = False
+            body = r.json()
+            total = body["total_count"]
+            out.extend(body["uploads"])
+            url = r.links.get("next", {}).get("url")
+        return total, out if limit is None else out[:limit]
+
+    def delete_upload(self, repo: str, upload_id: int) -> None:
+        self._request("DELETE", f"/repos/{repo}/actions/cache/uploads/{upload_id}")
+
+    def delete_uploads_of_key(self, repo: str, key: str, ref: str | None = None) -> list[dict[str, Any]]:
+        params = {"key": key, **({"ref": ref} if ref else {})}
+        return self._request("DELETE", f"/repos/{repo}/actions/cache/uploads", params=params).json()["uploads"]
 
     def delete_id(self, repo: str, cache_id: int) -> None:
         self._request("DELETE", f"/repos/{repo}/actions/caches/{cache_id}")
@@ -266,11 +304,39 @@ def print_caches(caches: list[dict[str, Any]], total: int, repo: str, out: TextI
         print(f"{c['id']}\t{c['key']}\t{c['size_in_bytes']}\t{created}\t{accessed}", file=out)
 
 
-def parse_json_fields(spec: str) -> list[str]:
+def print_uploads(uploads: list[dict[str, Any]], total: int, repo: str, out: TextIO, *, tty: bool) -> None:
+    if tty:
+        noun = "upload" if total == 1 else "uploads"
+        print(f"\nShowing {len(uploads)} of {total} {noun} in progress in {repo}\n", file=out)
+        rows = [["ID", "KEY", "RECEIVED", "STARTED", "LAST WRITE"]]
+        for u in uploads:
+            received = u["received_bytes"]
+            last = u["last_activity_at"]
+            rows.append(
+                [
+                    str(u["id"]),
+                    u["key"],
+                    "?" if received is None else human_size(received),  # staged on another replica
+                    fuzzy_ago(parse_iso(u["reserved_at"])),
+                    fuzzy_ago(parse_iso(last)) if last else "?",
+                ]
+            )
+        for line in format_table(rows, shutil.get_terminal_size((120, 24)).columns):
+            print(line, file=out)
+        return
+    for u in uploads:
+        reserved = parse_iso(u["reserved_at"]).isoformat().replace("+00:00", "Z")
+        last = u["last_activity_at"]
+        last = parse_iso(last).isoformat().replace("+00:00", "Z") if last else ""
+        received = "" if u["received_bytes"] is None else u["received_bytes"]
+        print(f"{u['id']}\t{u['key']}\t{received}\t{reserved}\t{last}", file=out)
+
+
+def parse_json_fields(spec: str, known: Mapping[str, str] = JSON_FIELDS) -> list[str]:
     fields = [f.strip() for f in spec.split(",") if f.strip()]
-    unknown = [f for f in fields if f not in JSON_FIELDS]
+    unknown = [f for f in fields if f not in known]
     if not fields or unknown:
-        listed = "\n".join(f"  {f}" for f in sorted(JSON_FIELDS))
+        listed = "\n".join(f"  {f}" for f in sorted(known))
         problem = f"Unknown JSON field: {', '.join(unknown)}\n" if unknown else ""
         raise UsageError(f"{problem}Specify one or more comma-separated fields for `--json`:\n{listed}")
     return fields
@@ -280,6 +346,8 @@ def parse_json_fields(spec: str) -> list[str]:
 def cmd_ls(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     if args.limit < 1:
         raise UsageError(f"invalid limit: {args.limit}")
+    if args.in_progress:
+        return _ls_uploads(args, out, err)
     fields = parse_json_fields(args.json) if args.json is not None else None
     t = resolve_target(args, os.environ)
     with ManagementClient(t.url, t.token) as client:
@@ -298,9 +366,66 @@ def cmd_ls(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys
     return EXIT_OK
 
 
+def _ls_uploads(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    fields = parse_json_fields(args.json, UPLOAD_JSON_FIELDS) if args.json is not None else None
+    t = resolve_target(args, os.environ)
+    with ManagementClient(t.url, t.token) as client:
+        total, uploads = client.uploads(str(t.repo), key=args.key, ref=args.ref, limit=args.limit)
+    if fields is not None:
+        print(json.dumps([{f: u[UPLOAD_JSON_FIELDS[f]] for f in fields} for u in uploads], indent=2), file=out)
+        return EXIT_OK
+    if not uploads:
+        if _is_tty(out):
+            print(f"No uploads in progress in {t.repo}", file=err)
+        return EXIT_OK
+    print_uploads(uploads, total, str(t.repo), out, tty=_is_tty(out))
+    return EXIT_OK
+
+
 def _deleted(n: int, repo: str, out: TextIO) -> None:
     if _is_tty(out):
         print(f"✓ Deleted {n} {'cache' if n == 1 else 'caches'} from {repo}", file=out)
+
+
+def _cancelled(n: int, repo: str, out: TextIO) -> None:
+    if _is_tty(out):
+        print(f"✓ Cancelled {n} {'upload' if n == 1 else 'uploads'} in progress in {repo}", file=out)
+
+
+def _gone(call: Callable[[], object]) -> bool:
+    """Run a delete; False when there was nothing to delete (404)."""
+    try:
+        call()
+    except ApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _rm_uploads(args: argparse.Namespace, client: ManagementClient, repo: str, out: TextIO, err: TextIO) -> int:
+    """`rm --in-progress`: uploads not yet committed only, by id, key or --all."""
+    if args.all:
+        _, uploads = client.uploads(repo, ref=args.ref)
+        if not uploads:
+            if args.succeed_on_no_caches:
+                return EXIT_OK
+            print("No uploads in progress to cancel", file=err)
+            return EXIT_ERROR
+        n = sum(_gone(lambda u=u: client.delete_upload(repo, u["id"])) for u in uploads)
+        _cancelled(n, repo, out)
+        return EXIT_OK
+    if args.target.isdigit():
+        n = int(_gone(lambda: client.delete_upload(repo, int(args.target))))
+    else:
+        gone: list[dict[str, Any]] = []
+        _gone(lambda: gone.extend(client.delete_uploads_of_key(repo, args.target, args.ref)))
+        n = len(gone)
+    if not n:
+        print(f"X Could not find an upload in progress matching {args.target} in {repo}", file=err)
+        return EXIT_ERROR
+    _cancelled(n, repo, out)
+    return EXIT_OK
 
 
 def cmd_rm(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -318,6 +443,8 @@ def cmd_rm(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys
     t = resolve_target(args, os.environ)
     repo = str(t.repo)
     with ManagementClient(t.url, t.token) as client:
+        if args.in_progress:
+            return _rm_uploads(args, client, repo, out, err)
         if args.all:
             _, caches = client.caches(repo, ref=args.ref)
             if not caches:
@@ -337,18 +464,26 @@ def cmd_rm(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys
                         raise
             _deleted(deleted, repo, out)
             return EXIT_OK
-        try:
-            if args.target.isdigit():
-                client.delete_id(repo, int(args.target))
-                n = 1
-            else:
-                n = len(client.delete_key(repo, args.target, args.ref))
-        except ApiError as exc:
-            if exc.status == 404:
-                print(f"X Could not find a cache matching {args.target} in {repo}", file=err)
-                return EXIT_ERROR
-            raise
-    _deleted(n, repo, out)
+        # An id or key also names an upload in progress: after a cancelled save that is what blocks the
+        # key, and it is invisible in the cache list. Ids are shared, so an id is one or the other.
+        cancelled = 0
+        if args.target.isdigit():
+            n = int(_gone(lambda: client.delete_id(repo, int(args.target))))
+            if not n:
+                cancelled = int(_gone(lambda: client.delete_upload(repo, int(args.target))))
+        else:
+            deleted: list[dict[str, Any]] = []
+            stopped: list[dict[str, Any]] = []
+            _gone(lambda: deleted.extend(client.delete_key(repo, args.target, args.ref)))
+            _gone(lambda: stopped.extend(client.delete_uploads_of_key(repo, args.target, args.ref)))
+            n, cancelled = len(deleted), len(stopped)
+        if not n and not cancelled:
+            print(f"X Could not find a cache matching {args.target} in {repo}", file=err)
+            return EXIT_ERROR
+    if n:
+        _deleted(n, repo, out)
+    if cancelled:
+        _cancelled(cancelled, repo, out)
     return EXIT_OK
 
 
@@ -446,7 +581,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="",
         metavar="FIELDS",
-        help=f"print JSON with these comma-separated fields: {','.join(sorted(JSON_FIELDS))}",
+        help=f"print JSON with these comma-separated fields: {','.join(sorted(JSON_FIELDS))} "
+        f"(with --in-progress: {','.join(sorted(UPLOAD_JSON_FIELDS))})",
+    )
+    p.add_argument(
+        "--in-progress",
+        action="store_true",
+        help="list uploads not yet committed (oldest first) with the bytes received so far",
     )
     p.set_defaults(func=_run(cmd_ls))
 
@@ -456,6 +597,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-a", "--all", action="store_true", help="delete every cache (of --ref, if given)")
     p.add_argument("-r", "--ref", help="only caches of this ref")
     p.add_argument("--succeed-on-no-caches", action="store_true", help="with --all: exit 0 when there is nothing")
+    p.add_argument(
+        "--in-progress",
+        action="store_true",
+        help="only cancel uploads in progress (by id, key or --all); without it an id or key names both",
+    )
     p.set_defaults(func=_run(cmd_rm))
 
     p = sub.add_parser("usage", help="cache usage of a repository (or --org) against its limits")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from runcache.core.errors import InvalidRequest, NotFound, UploadBusy
@@ -392,3 +393,95 @@ class CacheService:
         for n in names:
             if int(n) not in keep:
                 self.blobs.delete(n)
+
+    # --- abandoned and idle uploads -------------------------------------------------------------------
+    # An upload that receives no bytes for this long gives its key back long before the reservation TTL:
+    # the job that reserved it was cancelled or died. Set from `Settings.upload_idle_timeout`; None: off.
+    upload_idle_timeout: timedelta | None = timedelta(seconds=300)
+
+    def pending_upload(self, upload_id: int) -> EntryInfo:
+        """An unfinished upload by id (uploading or committing), for callers that proved their right to it
+        another way (a signed URL, a management permission)."""
+        entry = self.metadata.get(upload_id)
+        if entry is None or entry.state not in (UPLOADING, COMMITTING):
+            raise NotFound(f"no upload in progress with id {upload_id}")
+        return entry
+
+    def abandon_own_upload(self, identity: Identity, upload_id: int) -> EntryInfo:
+        """v1 DELETE: only the token that reserved the upload may give it up; for any other caller, and
+        for a committed entry, it does not exist."""
+        entry = self.metadata.get(upload_id)
+        if entry is None or entry.state == COMMITTED or not self._owned(identity, entry):
+            raise NotFound(f"no upload in progress with id {upload_id}")
+        self.abandon_upload(entry)
+        return entry
+
+    def abandon_upload(self, entry: EntryInfo) -> None:
+        """Give an upload up: its staged bytes go first, then its row, and its key is free at once.
+
+        Never touches a committed entry (NotFound) and refuses one a commit has claimed (UploadBusy). The
+        commit lock keeps a commit in this process from starting meanwhile; across replicas only an
+        `uploading` row is deleted, so a commit that claims it first wins and keeps its blob."""
+        with self._commit_locks[entry.id % _COMMIT_LOCKS]:
+            current = self.metadata.get(entry.id)
+            if current is None or current.state == COMMITTED:
+                raise NotFound(f"no upload in progress with id {entry.id}")
+            if current.state == COMMITTING:
+                raise UploadBusy(f"upload {entry.id} is being committed and can no longer be abandoned")
+            self.staging.discard(current.id)
+            if not self.metadata.discard_upload(current.id):
+                # Another replica claimed it for a commit, or removed it, since the read above.
+                latest = self.metadata.get(current.id)
+                if latest is None or latest.state == COMMITTED:
+                    raise NotFound(f"no upload in progress with id {entry.id}")
+                raise UploadBusy(f"upload {entry.id} is being committed and can no longer be abandoned")
+        log.info("abandoned upload %s %s key=%s", current.id, current.scope, current.key)
+
+    def expire_idle_uploads(self) -> int:
+        """Drop this node's uploads that have received no bytes for `upload_idle_timeout`; one with a
+        writer still registered is never idle. Files before rows, as every housekeeping pass."""
+        idle = self.upload_idle_timeout
+        if not idle:
+            return 0
+        reserved_before = utcnow() - idle
+        gone = 0
+        for entry in self.metadata.uploads_on_node(self.node_id):
+            if entry.state != UPLOADING or entry.reserved_at >= reserved_before:
+                continue
+            with self._commit_locks[entry.id % _COMMIT_LOCKS]:
+                last = self.staging.last_activity(entry.id)
+                # No staging: dropped for space or not created yet; expire_uploads handles those rows.
+                if last is None or time.time() - last < idle.total_seconds():
+                    continue
+                current = self.metadata.get(entry.id)
+                if current is None or current.state != UPLOADING:
+                    continue
+                self.staging.discard(entry.id)
+                if self.metadata.discard_upload(entry.id):
+                    gone += 1
+                    log.info(
+                        "expired upload %s %s key=%s: no bytes for %d s",
+                        entry.id,
+                        entry.scope,
+                        entry.key,
+                        idle.total_seconds(),
+                    )
+        return gone
+
+    def upload_progress(self, entry: EntryInfo) -> tuple[int | None, datetime | None]:
+        """(bytes received so far, when bytes last arrived, naive UTC) of an upload staged on this node;
+        (None, None) when its bytes are staged elsewhere."""
+        last = self.staging.last_activity(entry.id)
+        if last is None:
+            return None, None
+        folder = self.staging.folder(entry.id)
+        received = 0
+        for path in [folder / "data", *(folder / "blocks").glob("*")]:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            # v1 chunks land at their offsets: a file with holes counts what is allocated, not its length.
+            blocks = getattr(st, "st_blocks", None)
+            received += st.st_size if blocks is None else min(st.st_size, blocks * 512)
+        return received, datetime.fromtimestamp(last, UTC).replace(tzinfo=None)

@@ -19,6 +19,7 @@ from runcache.client.archive import (
     open_decompressed,
 )
 from runcache.client.extract import CorruptArchiveError, ExtractLimits, UnsafeArchiveError, extract_tar_stream
+from runcache.client.interrupt import Interrupted
 from runcache.client.paths import resolve_cache_paths, restore_roots
 from runcache.client.pipeline import StageError, background
 from runcache.client.transfer import CacheClient, CacheServiceError
@@ -126,6 +127,11 @@ def restore(
         result.bytes = download.received
         result.restored = True
         result.cache_hit = "true" if exact else "false"
+    except KeyboardInterrupt as exc:
+        if result.restored or isinstance(exc, Interrupted):
+            raise
+        # The extraction is all-or-nothing: stopped before its final renames, it undid everything.
+        raise Interrupted(f"the restore of key {key} was stopped; nothing was changed") from exc
     except (UnsafeArchiveError, CorruptArchiveError) as exc:
         result.matched_key = ""
         result.unsafe = isinstance(exc, UnsafeArchiveError)
@@ -192,12 +198,14 @@ def save(
         return result
     compression = compression_method()
     version = cache_version(lines, compression, windows=os.name == "nt", cross_os=cross_os)
+    stream = create_archive(workspace, members, compression)
     try:
-        stream = create_archive(workspace, members, compression)
         result.bytes = client.save(key, version, stream, progress)
         result.saved = True
     except (CacheServiceError, ArchiveError, OSError) as exc:
         result.warning = f"Failed to save: {exc}"
     finally:
+        # Stopped early (Ctrl-C, a failed upload), the archiver must not keep tar running until exit.
+        stream.close()
         result.seconds = time.monotonic() - started
     return result

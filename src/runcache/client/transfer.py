@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -15,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from runcache.client.archive import rechunk
+from runcache.client.interrupt import Interrupted
 from runcache.client.pipeline import background
 
 READ_DENIED = "cache read denied:"
@@ -23,6 +26,10 @@ TWIRP = "twirp/github.actions.results.api.v1.CacheService/"
 V1_ACCEPT = "application/json;api-version=6.0-preview.1"
 CHUNK_SIZE = 32 * 1024 * 1024
 UPLOAD_CONCURRENCY = 4
+# A chunk goes out in slices so an abandoned save stops its upload threads within one slice.
+SEND_SLICE = 1024 * 1024
+# Cancelling a reservation is one small request; an interrupted command must not hang on it.
+ABANDON_TIMEOUT = 5.0
 
 
 class CacheServiceError(Exception):
@@ -39,6 +46,10 @@ class WriteDeniedError(CacheServiceError):
 
 class ReserveConflictError(CacheServiceError):
     """Another job saved or is saving the same key and version."""
+
+
+class _Abandoned(Exception):
+    """Raised inside a request body once the save is given up: that request stops mid-body."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +212,7 @@ class CacheClient:
             raise CacheServiceError(f"Unable to reserve cache with key {key}: {r.status_code} {msg}")
         cache_id = r.json()["cacheId"]
 
-        def put(offset: int, data: bytes) -> None:
+        def put(offset: int, data: _Chunk) -> None:
             resp = self._v1(
                 "PATCH",
                 f"caches/{cache_id}",
@@ -209,15 +220,17 @@ class CacheClient:
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/*",
+                    "Content-Length": str(len(data)),
                 },
             )
             if resp.status_code >= 300:
                 raise CacheServiceError(f"chunk upload failed: {resp.status_code} {self._v1_message(resp)}")
 
-        size = _parallel_upload(rechunk(stream, CHUNK_SIZE), put, progress)
-        r = self._v1("POST", f"caches/{cache_id}", json={"size": size})
-        if r.status_code >= 300:
-            raise CacheServiceError(f"commit failed: {r.status_code} {self._v1_message(r)}")
+        with self._abandon_on_failure(key, lambda: self._v1("DELETE", f"caches/{cache_id}", timeout=ABANDON_TIMEOUT)):
+            size = _parallel_upload(rechunk(stream, CHUNK_SIZE), put, progress)
+            r = self._v1("POST", f"caches/{cache_id}", json={"size": size})
+            if r.status_code >= 300:
+                raise CacheServiceError(f"commit failed: {r.status_code} {self._v1_message(r)}")
         return size
 
     def _save_v2(self, key: str, version: str, stream: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
@@ -230,28 +243,43 @@ class CacheClient:
                 f"Unable to reserve cache with key {key}, another job may be creating this cache. {msg}".rstrip()
             )
         url = data.get("signed_upload_url") or data.get("signedUploadUrl")
-        if not _is_azure(url):
-            # A runcache blob URL takes one streamed Put Blob: the server writes and hashes it as it
-            # arrives, where staged blocks would cost it a second copy and a second read at commit.
-            # Real Azure Storage needs a Content-Length on Put Blob, so it gets blocks below.
-            sent = 0
+        # Azure's Delete Blob on the signed URL: the signature proves it is our upload.
+        with self._abandon_on_failure(key, lambda: self._blob.delete(url, timeout=ABANDON_TIMEOUT)):
+            if not _is_azure(url):
+                # A runcache blob URL takes one streamed Put Blob: the server writes and hashes it as it
+                # arrives, where staged blocks would cost it a second copy and a second read at commit.
+                # Real Azure Storage needs a Content-Length on Put Blob, so it gets blocks below.
+                sent = 0
 
-            def body() -> Iterator[bytes]:
-                nonlocal sent
-                for piece in stream:
-                    sent += len(piece)
-                    yield piece
-                    if progress:
-                        progress(len(piece))
+                def body() -> Iterator[bytes]:
+                    nonlocal sent
+                    for piece in stream:
+                        sent += len(piece)
+                        yield piece
+                        if progress:
+                            progress(len(piece))
 
-            self._blob_put(url, body(), {"x-ms-blob-type": "BlockBlob"})
-            size = sent
-        else:
-            size = self._put_blocks(url, rechunk(stream, CHUNK_SIZE), progress)
-        fin = self._twirp("FinalizeCacheEntryUpload", {"key": key, "version": version, "size_bytes": str(size)})
-        if not fin.get("ok"):
-            raise CacheServiceError(f"Unable to finalize cache with key {key}: {fin.get('message', '')}")
+                self._blob_put(url, body(), {"x-ms-blob-type": "BlockBlob"})
+                size = sent
+            else:
+                size = self._put_blocks(url, rechunk(stream, CHUNK_SIZE), progress)
+            fin = self._twirp("FinalizeCacheEntryUpload", {"key": key, "version": version, "size_bytes": str(size)})
+            if not fin.get("ok"):
+                raise CacheServiceError(f"Unable to finalize cache with key {key}: {fin.get('message', '')}")
         return size
+
+    @contextlib.contextmanager
+    def _abandon_on_failure(self, key: str, cancel: Callable[[], httpx.Response]) -> Iterator[None]:
+        """Until the commit succeeds, a failure or an interruption gives the reservation back at once;
+        otherwise the key stays blocked until the server expires it ("another job may be creating this
+        cache"). The server never lets this remove a committed entry."""
+        try:
+            yield
+        except BaseException as exc:
+            outcome = _abandon(cancel)  # a second Ctrl-C in here ends the wait: the server expires it later
+            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+                raise Interrupted(f"the upload of key {key} {outcome}") from exc
+            raise
 
     def _put_blocks(self, url: str, chunks: Iterator[bytes], progress: Callable[[int], None] | None) -> int:
         """What the Azure SDK does: one Put Blob when it fits a chunk, else parallel Put Block + Put Block List."""
@@ -267,8 +295,12 @@ class CacheClient:
         def block_id(index: int) -> str:
             return base64.b64encode(f"{prefix}{index:012d}".encode()).decode()
 
-        def put(offset: int, body: bytes) -> None:
-            self._blob_put(f"{url}&comp=block&blockid={quote(block_id(offset // CHUNK_SIZE), safe='')}", body, {})
+        def put(offset: int, body: _Chunk) -> None:
+            self._blob_put(
+                f"{url}&comp=block&blockid={quote(block_id(offset // CHUNK_SIZE), safe='')}",
+                body,
+                {"Content-Length": str(len(body))},
+            )
 
         size = _parallel_upload(itertools.chain((first, second), chunks), put, progress, expect_full_chunks=True)
         listed = "".join(f"<Latest>{block_id(i)}</Latest>" for i in range((size + CHUNK_SIZE - 1) // CHUNK_SIZE))
@@ -276,7 +308,7 @@ class CacheClient:
         self._blob_put(f"{url}&comp=blocklist", xml.encode(), {"Content-Type": "application/xml"})
         return size
 
-    def _blob_put(self, url: str, body: bytes | Iterator[bytes], headers: dict[str, str]) -> None:
+    def _blob_put(self, url: str, body: bytes | Iterable[bytes], headers: dict[str, str]) -> None:
         try:
             r = self._blob.put(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -289,15 +321,52 @@ def _is_azure(url: str) -> bool:
     return (httpx.URL(url).host or "").endswith(".blob.core.windows.net")
 
 
+def _abandon(cancel: Callable[[], httpx.Response]) -> str:
+    """Cancel a reservation, best effort; what became of it, in words."""
+    try:
+        r = cancel()
+    except (httpx.HTTPError, CacheServiceError) as exc:
+        return f"could not be cancelled ({exc}); the server frees the key once the upload expires"
+    if r.is_success:
+        return "was cancelled"
+    if r.status_code == 404:
+        return "was already finished or removed on the server"
+    if r.status_code == 409:
+        return "was not cancelled: the server is already committing it"
+    return f"could not be cancelled (HTTP {r.status_code}); the server frees the key once the upload expires"
+
+
+class _Chunk:
+    """One chunk as a request body that stops mid-way once the save is given up, so an upload thread
+    ends within one slice instead of sending the rest of a 32 MiB chunk after Ctrl-C."""
+
+    def __init__(self, data: bytes, cancel: threading.Event) -> None:
+        self.data = data
+        self._cancel = cancel
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.data), SEND_SLICE):
+            if self._cancel.is_set():
+                raise _Abandoned("the save was given up")
+            yield self.data[start : start + SEND_SLICE]
+
+
 def _parallel_upload(
     chunks: Iterable[bytes],
-    put: Callable[[int, bytes], None],
+    put: Callable[[int, _Chunk], None],
     progress: Callable[[int], None] | None,
     expect_full_chunks: bool = False,
 ) -> int:
-    """Upload chunks at their offsets with a bounded number in flight, while the producer keeps producing."""
+    """Upload chunks at their offsets with a bounded number in flight, while the producer keeps producing.
+
+    On any failure (or Ctrl-C) the chunks still being sent stop at their next slice, so leaving the pool
+    (which waits for its threads) is prompt."""
     offset = 0
     pending: set[Future[None]] = set()
+    cancel = threading.Event()
     with ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="upload") as pool:
         try:
             for chunk in chunks:
@@ -307,15 +376,17 @@ def _parallel_upload(
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
                         f.result()
-                fut = pool.submit(put, offset, chunk)
+                fut = pool.submit(put, offset, _Chunk(chunk, cancel))
                 if progress:
                     n = len(chunk)
-                    fut.add_done_callback(lambda f, n=n: f.exception() is None and progress(n))
+                    # A cancelled future has no exception to ask for: exception() would raise in the callback.
+                    fut.add_done_callback(lambda f, n=n: not f.cancelled() and f.exception() is None and progress(n))
                 pending.add(fut)
                 offset += len(chunk)
             for f in pending:
                 f.result()
         except BaseException:
+            cancel.set()
             for f in pending:
                 f.cancel()
             raise

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -23,7 +24,7 @@ from runcache.config import Settings
 from runcache.core.eviction import validate_retention, validate_storage_limit
 from runcache.core.limits import MB, UploadLimits
 from runcache.management import Management
-from runcache.server import blob, ghcompat, rest, twirp, v1, web
+from runcache.server import blob, ghcompat, rest, twirp, uploads_api, v1, web
 from runcache.server.common import AppState
 from runcache.service import CacheService
 from runcache.store.disk import DiskBlobStore
@@ -38,6 +39,8 @@ JANITOR_INTERVAL = 60.0
 def build_service(settings: Settings) -> CacheService:
     validate_storage_limit(settings.storage_limit_gb)  # a bad default fails at start, not at the first commit
     validate_retention(settings.retention_days)
+    if settings.upload_idle_timeout < 0:
+        raise ValueError(f"upload idle timeout must be 0 (off) or seconds, got {settings.upload_idle_timeout}")
     limits = UploadLimits(
         max_entry_bytes=settings.max_entry_size_mb * MB,
         max_uploads_per_repo=settings.max_uploads_per_repo,
@@ -48,7 +51,7 @@ def build_service(settings: Settings) -> CacheService:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Caches may hold credentials a build left behind: other local users get no access.
     settings.data_dir.chmod(0o700)
-    return CacheService(
+    service = CacheService(
         MetadataStore(settings.database),
         DiskBlobStore(settings.data_dir / "blobs"),
         Staging(settings.data_dir / "uploads"),
@@ -58,6 +61,9 @@ def build_service(settings: Settings) -> CacheService:
         retention_days=settings.retention_days,
         limits=limits,
     )
+    idle = settings.upload_idle_timeout
+    service.upload_idle_timeout = timedelta(seconds=idle) if idle > 0 else None
+    return service
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
@@ -110,6 +116,7 @@ def create_app(settings: Settings) -> Starlette:
             *v1.routes,
             *twirp.routes,
             *ghcompat.routes,
+            *uploads_api.routes,  # before rest's /api/v3 mount, which would answer their paths with 404
             *rest.routes,
             *web.routes,
             *blob.routes,
@@ -132,6 +139,12 @@ async def _janitor(service: CacheService, interval: float = JANITOR_INTERVAL) ->
                 log.info("expired %d abandoned uploads", expired)
         except Exception:
             log.exception("janitor pass failed")
+        try:
+            idle = await run_in_threadpool(service.expire_idle_uploads)
+            if idle:
+                log.info("expired %d idle uploads", idle)
+        except Exception:
+            log.exception("idle upload pass failed")
         try:
             removed = await run_in_threadpool(service.enforce_retention)
             if removed:

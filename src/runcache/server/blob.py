@@ -106,6 +106,18 @@ async def put(request: Request) -> Response:
     return Response(status_code=201, headers=headers)
 
 
+@blob_errors
+async def delete(request: Request) -> Response:
+    """Azure Delete Blob on the signed upload URL: the uploader gives its upload up (the signature is the
+    proof), its staged bytes and reservation go, and the key is free at once. A committed entry is never
+    deleted this way (404), nor one being committed (409)."""
+    upload_id = _checked_id(request, UPLOADS, UPLOAD)
+    svc = state(request).service
+    entry = await run_in_threadpool(svc.pending_upload, upload_id)
+    await run_in_threadpool(svc.abandon_upload, entry)
+    return Response(status_code=202, headers={**_azure_headers(), "x-ms-delete-type-permanent": "true"})
+
+
 async def _receive(request: Request, svc: CacheService, upload_id: int, writer: Writer) -> None:
     try:
         await receive_into(request, writer)
@@ -197,5 +209,6 @@ async def get(request: Request) -> Response:
 
 routes = [
     Route(f"/{ACCOUNT}/{UPLOADS}/{{blob}}", put, methods=["PUT"]),
+    Route(f"/{ACCOUNT}/{UPLOADS}/{{blob}}", delete, methods=["DELETE"]),
     Route(f"/{ACCOUNT}/{ARCHIVES}/{{blob}}", get, methods=["GET", "HEAD"]),
 ]

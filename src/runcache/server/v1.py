@@ -131,10 +131,20 @@ async def commit(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@v1_errors
+async def abandon(request: Request) -> Response:
+    """The CLI gives up its own upload (Ctrl-C, a cancelled job) so the key is free at once, not after
+    the reservation TTL. Only the reserving token may; everyone else gets 404, as for a commit."""
+    ident = await identify(request)
+    await run_in_threadpool(state(request).service.abandon_own_upload, ident, _entry_id(request))
+    return Response(status_code=204)
+
+
 routes = [
     Route("/_apis/artifactcache/cache", lookup, methods=["GET"]),
     Route("/_apis/artifactcache/caches", list_caches, methods=["GET"]),
     Route("/_apis/artifactcache/caches", reserve, methods=["POST"]),
     Route("/_apis/artifactcache/caches/{cache_id}", upload_chunk, methods=["PATCH"]),
     Route("/_apis/artifactcache/caches/{cache_id}", commit, methods=["POST"]),
+    Route("/_apis/artifactcache/caches/{cache_id}", abandon, methods=["DELETE"]),
 ]

@@ -424,6 +424,43 @@ class MetadataStore:
             p.updated_at = utcnow()
             return p.max_cache_size_gb, p.max_cache_retention_days
 
+    # --- uploads in progress -----------------------------------------------------------------------
+    def discard_upload(self, entry_id: int) -> bool:
+        """Delete an upload that is still `uploading`; False when it is gone or a commit has claimed it.
+
+        Unlike `abort`, a `committing` row is never touched: abandoning an upload must not take a commit
+        that won the claim (on any replica) down with it."""
+        with self._session.begin() as s:
+            result = s.execute(delete(Entry).where(Entry.id == entry_id, Entry.state == UPLOADING))
+            return result.rowcount == 1
+
+    def query_uploads(
+        self,
+        *,
+        repository: str,
+        key_prefix: str | None = None,
+        key: str | None = None,
+        ref: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[int, list[EntryInfo]]:
+        """Unfinished uploads (uploading or committing) of a repository, oldest first: (total, this page).
+
+        `key_prefix` filters as the cache list does; `key` is an exact key, compared as lookups do."""
+        where = [*_in_repository(repository), Entry.state.in_([UPLOADING, COMMITTING])]
+        if key_prefix:
+            where.append(Entry.key_folded.startswith(fold(key_prefix), autoescape=True))
+        if key is not None:
+            where.append(Entry.key_folded == fold(key))
+        if ref:
+            where.append(Entry.scope == ref)
+        with self._session() as s:
+            total = s.scalar(select(func.count()).select_from(Entry).where(*where)) or 0
+            q = select(Entry).where(*where).order_by(Entry.reserved_at.asc(), Entry.id.asc()).offset(offset)
+            if limit is not None:
+                q = q.limit(limit)
+            return total, [_info(e) for e in s.scalars(q).all()]
+
 
 def _in_repository(repository: str) -> list:
     # SQL lower() on the column and fold_repository on the argument: the same ASCII folding.

@@ -458,6 +458,28 @@ class Staging:
                 os.fsync(fh.fileno())
         return paths, known if digest is None else digest.hexdigest()
 
+    def last_activity(self, upload_id: int) -> float | None:
+        """When bytes last reached the upload (the newest mtime in its folder, Unix time), or now while a
+        writer is registered: a slow stream that has not filled a write batch yet is still alive. None
+        when the upload has no staging here."""
+        with self._lock:
+            st = self._uploads.get(upload_id)
+            if st is not None and st.writers > 0:
+                return time.time()
+        folder = self.folder(upload_id)
+        try:
+            newest = folder.stat().st_mtime
+            # Writers touch `data`, `ranges` and the `blocks` folder (a block lands by rename): one level is enough.
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                    except FileNotFoundError:
+                        continue
+        except FileNotFoundError:
+            return None
+        return newest
+
     def discard(self, upload_id: int) -> None:
         shutil.rmtree(self.folder(upload_id), ignore_errors=True)
         with self._lock:
