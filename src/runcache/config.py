@@ -37,6 +37,9 @@ class Settings:
     max_blocks_per_upload: int = 5000  # Azure blocks per upload
     max_entries_per_repo: int = 20000  # entries per repository; least recently used beyond it are evicted
     min_free_mb: int = 1024  # free space new uploads must leave on the data volume (at most 10% of it)
+    header_timeout: int = 10  # seconds a connection has to send a complete request head
+    max_connections: int = 1000  # open connections; past it the longest-idle one is closed
+    forward_max_body_mb: int = 64  # largest body forwarded to --results-upstream
     node_id: str = field(default_factory=socket.gethostname)
 
     @classmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import resource
 import shutil
@@ -23,10 +22,6 @@ from runcache.store.lock import DataDirLock
 
 log = logging.getLogger("runcache.serve")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-HEADER_TIMEOUT_ENV = "RUNCACHE_HEADER_TIMEOUT"
-MAX_CONNECTIONS_ENV = "RUNCACHE_MAX_CONNECTIONS"
-DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_MAX_CONNECTIONS = 1000
 # Idle keep-alive connections cost a socket each; clients reconnect cheaply on loopback or a LAN.
 KEEP_ALIVE_TIMEOUT = 15
 
@@ -136,17 +131,11 @@ def guarded_protocol(
     return GuardedProtocol
 
 
-def _env_number(name: str, default: float, kind: type = float) -> Any:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return kind(default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise SystemExit(f"{name} must be a positive number, got {raw!r}")
-    return value
+def _require_positive(settings: Settings) -> None:
+    for name in ("header_timeout", "max_connections", "forward_max_body_mb"):
+        value = getattr(settings, name)
+        if value < 1:
+            raise ValueError(f"{name} (RUNCACHE_{name.upper()}) must be a positive number, got {value}")
 
 
 def _ensure_file_descriptors(connections: int) -> None:
@@ -159,7 +148,7 @@ def _ensure_file_descriptors(connections: int) -> None:
         if target > soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < wanted:
-            log.warning("open-file limit %d is low for %s=%d", target, MAX_CONNECTIONS_ENV, connections)
+            log.warning("open-file limit %d is low for RUNCACHE_MAX_CONNECTIONS=%d", target, connections)
 
 
 def configure_logging(log_level: str) -> None:
@@ -169,11 +158,26 @@ def configure_logging(log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), handlers=[handler], force=True)
 
 
+def server_config(app: Any, settings: Settings, *, log_level: str, access_log: bool) -> uvicorn.Config:
+    """uvicorn for runcache's app, the same for `runcache serve` and the runner's embedded server."""
+    _require_positive(settings)
+    _ensure_file_descriptors(settings.max_connections)
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(float(settings.header_timeout), settings.max_connections),
+        # uvicorn counts the connection asking too: 503 only when all others are busy, not idle.
+        limit_concurrency=settings.max_connections + 1,
+        # No logging config of uvicorn's own: its records go through the root handler, escaped too.
+        log_config=None,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+    )
+
+
 def serve(settings: Settings, *, log_level: str = "info") -> None:
     configure_logging(log_level)
-    header_timeout = _env_number(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT)
-    max_connections = _env_number(MAX_CONNECTIONS_ENV, DEFAULT_MAX_CONNECTIONS, int)
-    _ensure_file_descriptors(max_connections)
+    _require_positive(settings)
     probe = DataDirLock(settings.data_dir)
     probe.acquire()  # fail before announcing a URL; the app holds the lock for its lifetime
     probe.release()
@@ -183,15 +187,6 @@ def serve(settings: Settings, *, log_level: str = "info") -> None:
     url = settings.public_url.rstrip("/") or f"http://{shown}:{port}"
     app = create_app(settings)
     announce(settings, url)
-    config = uvicorn.Config(
-        app,
-        http=guarded_protocol(header_timeout, max_connections),
-        # uvicorn counts the connection asking too: 503 only when all others are busy, not idle.
-        limit_concurrency=max_connections + 1,
-        # No logging config of uvicorn's own: its records go through the root handler, escaped too.
-        log_config=None,
-        log_level=log_level,
-        access_log=log_level in ("debug", "info"),  # one line per request unless asked to be quieter
-        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
-    )
+    # One line per request unless asked to be quieter.
+    config = server_config(app, settings, log_level=log_level, access_log=log_level in ("debug", "info"))
     uvicorn.Server(config).run(sockets=[sock])

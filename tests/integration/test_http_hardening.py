@@ -97,7 +97,7 @@ def forwarding(tmp_path: Path, upstream: Upstream) -> Iterator[Server]:
     srv = Server(
         tmp_path / "d",
         extra_args=["--results-upstream", upstream.url],
-        env={"RUNCACHE_FORWARD_MAX_BODY": str(MiB)},
+        env={"RUNCACHE_FORWARD_MAX_BODY_MB": "1"},
     ).start()
     yield srv
     srv.stop()
@@ -117,7 +117,7 @@ def test_forwarded_body_streams_with_bounded_memory(tmp_path: Path, upstream: Up
     srv = Server(
         tmp_path / "d",
         extra_args=["--results-upstream", upstream.url],
-        env={"RUNCACHE_FORWARD_MAX_BODY": str(1024 * MiB)},
+        env={"RUNCACHE_FORWARD_MAX_BODY_MB": "1024"},
     ).start()
     try:
         assert srv.proc is not None

@@ -176,3 +176,9 @@ def test_range_with_huge_numbers_is_clamped_or_unsatisfiable() -> None:
     for unsatisfiable in ("bytes=" + "9" * 5000 + "-", "bytes=99999999999999999999999-"):
         with pytest.raises(RangeNotSatisfiable):
             parse_range(unsatisfiable, 100)
+
+
+def test_formatter_redacts_signed_url_signatures() -> None:
+    line = '127.0.0.1:5 - "PUT /runcache/uploads/7?sp=w&se=1796000000&sig=0123abcd&comp=block HTTP/1.1" 201'
+    text = _formatted((line,), "%s")
+    assert "0123abcd" not in text and "sig=REDACTED&comp=block" in text and "se=1796000000" in text

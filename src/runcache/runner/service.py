@@ -57,7 +57,7 @@ class EmbeddedServer:
     def start(self) -> EmbeddedServer:
         import uvicorn
 
-        from runcache.serve import bind
+        from runcache.serve import bind, server_config
         from runcache.server.app import create_app
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ class EmbeddedServer:
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         app = create_app(self.settings)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=30, lifespan="on")
+        config = server_config(app, self.settings, log_level="warning", access_log=False)
         server = uvicorn.Server(config)
         self._server = server
         errors: list[BaseException] = []

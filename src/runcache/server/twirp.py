@@ -12,7 +12,6 @@ makes @actions/cache retry for ~30 s.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -190,26 +189,10 @@ _HOP_HEADERS = {
 }
 
 
-# Forwarded calls are small JSON (artifact metadata; the artifact bytes go to signed URLs), so a
-# generous cap still stops one unauthenticated POST from streaming gigabytes through the server.
-DEFAULT_FORWARD_MAX_BODY = 64 * 1024 * 1024
-FORWARD_MAX_BODY_ENV = "RUNCACHE_FORWARD_MAX_BODY"
 # twirp's route grammar: /twirp/<package>.<Service>/<Method>, proto identifiers only. Checked before
 # forwarding so `..`, decoded `%2e%2e`, `?` or `#` in a segment cannot reach other upstream paths.
 _SERVICE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}(?:\.[A-Za-z_][A-Za-z0-9_]{0,127}){0,15}")
 _METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-
-def _forward_max_body() -> int:
-    raw = os.environ.get(FORWARD_MAX_BODY_ENV, "")
-    if not raw:
-        return DEFAULT_FORWARD_MAX_BODY
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-        raise ValueError(f"{FORWARD_MAX_BODY_ENV} must be a positive number of bytes, got {raw!r}")
-    return int(raw)
-
-
-FORWARD_MAX_BODY = _forward_max_body()
 
 
 class _BodyTooLarge(Exception):
@@ -252,7 +235,9 @@ async def other_service(request: Request) -> Response:
             "configured (set RUNCACHE_RESULTS_UPSTREAM or --results-upstream)",
             404,
         )
-    cap = FORWARD_MAX_BODY
+    # Forwarded calls are small JSON (artifact metadata; the bytes go to signed URLs), so a generous
+    # cap still stops one unauthenticated POST from streaming gigabytes through the server.
+    cap = state(request).settings.forward_max_body_mb * 1024 * 1024
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
     declared = request.headers.get("content-length")
     if declared is not None:
