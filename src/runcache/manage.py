@@ -545,7 +545,7 @@ def cmd_limits(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
     if args.json:
         print(json.dumps(limits, indent=2), file=out)
     else:
-        print(f"storage limit: {limits['max_cache_size_gb']} GB", file=out)
+        print(f"storage limit: {limits['max_cache_size_gb']} GiB", file=out)
         print(f"retention: {limits['max_cache_retention_days']} days after last use", file=out)
     return EXIT_OK
 

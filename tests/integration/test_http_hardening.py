@@ -522,3 +522,17 @@ def test_downloads_say_nosniff_on_every_answer(server: Server) -> None:
     assert [r.status_code for r in answers] == [200, 200, 206, 416]
     for r in answers:
         assert r.headers.get("x-content-type-options") == "nosniff", (r.status_code, dict(r.headers))
+
+
+def test_every_response_says_nosniff_errors_included(server: Server) -> None:
+    tok = server.token()
+    answers = [
+        httpx.get(server.url + "/healthz"),
+        httpx.get(server.url + "/runcache/archives/1?sp=r&se=1&sig=bad"),  # Azure-style XML error
+        httpx.post(server.url + "/_apis/artifactcache/caches", json={}, headers={"Authorization": f"Bearer {tok}"}),
+        httpx.post(server.url + "/twirp/github.actions.results.api.v1.CacheService/Nope", json={}),
+        httpx.get(server.url + "/repos/o/r/actions/caches"),
+        httpx.get(server.url + "/no/such/page"),
+    ]
+    for r in answers:
+        assert r.headers.get("x-content-type-options") == "nosniff", (r.request.url, r.status_code)

@@ -166,7 +166,7 @@ def test_usage_and_limits(srv: Server) -> None:
         "max_cache_retention_days": 7,
     }
     code, out, _ = run(srv, "limits", "--storage", "20", "--retention", "3")
-    assert code == 0 and "storage limit: 20 GB" in out and "3 days" in out
+    assert code == 0 and "storage limit: 20 GiB" in out and "3 days" in out
     code, _, err = run(srv, "limits", "--storage", "0")
     assert code == 1 and "max_cache_size_gb" in err
     code, _, err = run(srv, "limits", "--storage", "5", token=srv.admin_token("octo/app", permission="write"))

@@ -94,7 +94,7 @@ async def reserve(request: Request) -> Response:
     ident = await identify(request)
     body = await read_json(request)
     size = body.get("cacheSize")
-    declared = None if size is None else parse_int(size, "cacheSize")
+    declared = None if size is None else parse_int(size, "cacheSize", minimum=0)
     try:
         entry = await run_in_threadpool(
             state(request).service.reserve, ident, body.get("key"), body.get("version"), declared
@@ -127,7 +127,7 @@ async def commit(request: Request) -> Response:
     body = await read_json(request)
     if "size" not in body:
         raise InvalidRequest('body must carry the archive size: {"size": <bytes>}')
-    await run_in_threadpool(svc.commit_upload, ident, upload_id, parse_int(body["size"], "size"))
+    await run_in_threadpool(svc.commit_upload, ident, upload_id, parse_int(body["size"], "size", minimum=0))
     return Response(status_code=204)
 
 
