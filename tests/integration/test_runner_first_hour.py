@@ -322,3 +322,30 @@ def test_demo_says_what_it_prepares_and_prints_no_paths_it_deletes(tmp_path: Pat
         if demo_root in line:  # the project copy is named as such; no log, data or summary paths under it
             assert re.match(r"\s*(project\b|repo\b|│)", line), line
     assert "logs      not kept" in out
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(tmp_path: Path, home: Path) -> None:
+    """A cancelled CI job sends SIGTERM: one line, exit 130, the step's process group stopped."""
+    import signal
+    import time
+
+    marker = tmp_path / "started"
+    workflow = f"on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{{run: 'touch {marker}; sleep 60'}}]\n"
+    root = project(tmp_path / "repo", workflow)
+    proc = subprocess.Popen(
+        [*RUNCACHE, "run", "--no-cache", "--data-dir", str(tmp_path / "d")],
+        cwd=root,
+        env=clean_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()
+    started = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.time() - started < 20
+    assert "was cancelled" in out and "Traceback" not in out + err, (out, err)

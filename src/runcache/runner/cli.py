@@ -268,8 +268,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console = make_console(to_stderr=args.json)
     reporter = ConsoleReporter(console, verbose=args.verbose, github_groups=os.environ.get("GITHUB_ACTIONS") == "true")
+    from runcache.client.interrupt import sigterm_interrupts
+
     try:
-        result = run_from_args(args, reporter)
+        # A cancelled CI job sends SIGTERM: the same path as Ctrl-C (steps stopped, post steps and the
+        # cache save's cancellation run, exit 130).
+        with sigterm_interrupts():
+            result = run_from_args(args, reporter)
     except UsageError as exc:
         print(f"runcache run: {exc}", file=sys.stderr)
         return EXIT_USAGE
