@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     from runcache.runner.cli import register as register_runner
 
     register_runner(sub)
+    from runcache.dbcli import register as register_db
+
+    register_db(sub)
     return parser
 
 

@@ -55,3 +55,66 @@ def fold_repository(name: str) -> str:
 
 def key_matches_prefix(stored_key: str, prefix: str) -> bool:
     return fold(stored_key).startswith(fold(prefix))
+
+
+# --- column limits ----------------------------------------------------------------------------------
+# The metadata columns' sizes (store/models.py). SQLite ignores them, PostgreSQL raises DataError (a 500)
+# for a longer value, so every value is checked here first and an oversize one is the caller's error.
+MAX_REPOSITORY_LENGTH = 256
+MAX_SCOPE_LENGTH = 512
+MAX_VERSION_LENGTH = 512
+MAX_NODE_LENGTH = 128
+MAX_OWNER_LENGTH = 64
+
+
+def check_text(what: str, value: str, limit: int) -> str:
+    """A value the database can store: at most `limit` characters, and text PostgreSQL accepts (no NUL,
+    no lone surrogates from a JSON escape), so it fails here as a 4xx rather than in the driver."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{what} must be a string.")
+    if len(value) > limit:
+        raise InvalidRequest(f"{what} is longer than {limit} characters ({len(value)}).")
+    if "\x00" in value:
+        raise InvalidRequest(f"{what} must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} is not valid Unicode text.") from None
+    return value
+
+
+def check_repository(repository: str) -> str:
+    # The folded name is stored too (repository_policies.repository_folded): lower() may lengthen it.
+    check_text("Repository name", repository, MAX_REPOSITORY_LENGTH)
+    check_text("Repository name", fold_repository(repository), MAX_REPOSITORY_LENGTH)
+    return repository
+
+
+def check_owner_name(owner: str) -> str:
+    """A repository owner used as a filter (`owner/` prefix of repository names)."""
+    return check_text("Owner name", owner, MAX_REPOSITORY_LENGTH)
+
+
+def check_scope(scope: str) -> str:
+    return check_text("Scope", scope, MAX_SCOPE_LENGTH)
+
+
+def check_key_text(key: str, *, what: str = "Key") -> str:
+    """A key or key prefix as stored and compared: the key and its folded form (key_folded) must fit;
+    lower() can lengthen a key (`İ` becomes two characters)."""
+    check_text(what, key, MAX_KEY_LENGTH)
+    check_text(f"{what} (lower-cased)", fold(key), MAX_KEY_LENGTH)
+    return key
+
+
+def check_version_text(version: str) -> str:
+    return check_text("Version", version, MAX_VERSION_LENGTH)
+
+
+def check_node(node: str) -> str:
+    return check_text("Node id", node, MAX_NODE_LENGTH)
+
+
+def check_upload_owner(owner: str | None) -> str | None:
+    """The id of the token that reserved an upload (its jti)."""
+    return None if owner is None else check_text("Token id", owner, MAX_OWNER_LENGTH)

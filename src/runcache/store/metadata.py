@@ -7,28 +7,89 @@ what makes reservations race-free across threads, processes and replicas.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Interval,
+    create_engine,
+    delete,
+    event,
+    func,
+    literal,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
-from sqlalchemy.schema import CreateIndex
+from sqlalchemy.sql.elements import ColumnElement
 
 from runcache.core.errors import AlreadyExists, NotFound
 from runcache.core.eviction import Usage
-from runcache.core.keys import fold, fold_repository
+from runcache.core.keys import (
+    check_key_text,
+    check_node,
+    check_owner_name,
+    check_repository,
+    check_scope,
+    check_upload_owner,
+    check_version_text,
+    fold,
+    fold_repository,
+)
 from runcache.core.limits import check_uploads_in_flight
 from runcache.core.matching import Candidate
-from runcache.store.models import COMMITTED, COMMITTING, UPLOADING, Base, Entry, RepositoryPolicy
+from runcache.store import migrations
+from runcache.store.models import COMMITTED, COMMITTING, UPLOADING, Entry, RepositoryPolicy
 
 log = logging.getLogger("runcache.metadata")
 
 
 def utcnow() -> datetime:
-    # Stored naive in UTC: SQLite has no time zones, and both engines then compare the same way.
+    """This process's clock, naive UTC. The store writes and compares the database's time instead
+    (`MetadataStore.now`): replicas' clocks differ, the database's is one."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def database_url(url: str) -> str:
+    """PostgreSQL URLs as operators write them (`postgres://`, `postgresql://`) use psycopg 3, the one
+    driver runcache ships; any other URL is left as given."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def auto_migrate_from_env(env: dict[str, str] | None = None) -> bool:
+    """RUNCACHE_AUTO_MIGRATE=0 (or false/no/off): the server never migrates, the operator runs
+    `runcache db upgrade`. Default on, so the embedded SQLite start stays two commands."""
+    raw = (os.environ if env is None else env).get("RUNCACHE_AUTO_MIGRATE", "").strip().lower()
+    return raw not in ("0", "false", "no", "off")
+
+
+def _db_now(dialect: str, minus: timedelta | None = None) -> ColumnElement[datetime]:
+    """The database's current time as naive UTC, optionally `minus` a duration, as a SQL expression.
+
+    PostgreSQL: now() converted to UTC (microseconds). SQLite: CURRENT_TIMESTAMP has whole seconds only,
+    too coarse to order entries by creation, so strftime('%f') (milliseconds) padded to the six fraction
+    digits SQLAlchemy writes, which keeps stored values comparable as the strings SQLite compares."""
+    if dialect == "sqlite":
+        args = ["%Y-%m-%d %H:%M:%f", "now"]
+        if minus:
+            args.append(f"{-minus.total_seconds():+.6f} seconds")
+        # type_coerce, not CAST: SQLite's CAST(... AS DATETIME) would turn the text into the number 2026.
+        return type_coerce(func.strftime(*args).concat("000"), DateTime())
+    now = func.timezone("UTC", func.now())
+    if minus:
+        now = now - literal(minus, Interval())
+    return type_coerce(now, DateTime())
 
 
 @dataclass(frozen=True)
@@ -71,26 +132,30 @@ def _info(e: Entry) -> EntryInfo:
 
 
 class MetadataStore:
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url, future=True, pool_pre_ping=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        self._upgrade_schema()
+    def __init__(self, url: str, *, auto_migrate: bool | None = None) -> None:
+        """Open the metadata database and make sure its schema is at head (store/migrations).
+
+        auto_migrate: migrate at start if needed (default: RUNCACHE_AUTO_MIGRATE, on unless 0). Off, a
+        database that is not at head is refused with a message naming `runcache db upgrade`."""
+        self.engine = open_engine(url)
+        self.dialect = self.engine.dialect.name
+        try:
+            migrations.prepare(
+                self.engine, auto_migrate=auto_migrate_from_env() if auto_migrate is None else auto_migrate
+            )
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
-    def _upgrade_schema(self) -> None:
-        """Columns and indexes added after a database was created (create_all only makes new tables)."""
-        columns = {c["name"] for c in inspect(self.engine).get_columns(Entry.__tablename__)}
-        with self.engine.begin() as conn:
-            if "owner" not in columns:
-                conn.execute(text(f"ALTER TABLE {Entry.__tablename__} ADD COLUMN owner VARCHAR(64)"))
-        for index in Entry.__table__.indexes:
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-            except IntegrityError:  # rows saved before names were folded collide: keep serving, say so
-                log.warning("index %s not created: existing entries differ only in repository case", index.name)
+    def _now(self, minus: timedelta | None = None) -> ColumnElement[datetime]:
+        return _db_now(self.dialect, minus)
+
+    def now(self) -> datetime:
+        """The database's clock (naive UTC): what reserved_at, created_at and last_accessed_at are
+        written with, so callers comparing against stored times should use it, not their own clock."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(self._now())).scalar_one()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -108,42 +173,62 @@ class MetadataStore:
         owner: str | None = None,
         max_uploads: int | None = None,
     ) -> EntryInfo:
-        now = utcnow()
+        check_repository(repository)
+        check_scope(scope)
+        check_key_text(key)
+        check_version_text(version)
+        check_node(node)
+        check_upload_owner(owner)
         identity = (
             *_in_repository(repository),
             Entry.scope == scope,
             Entry.key_folded == fold(key),
             Entry.version == version,
         )
-        with self._session.begin() as s:
-            # An abandoned reservation frees its key once it has expired.
-            s.execute(
-                delete(Entry).where(*identity, Entry.state == UPLOADING, Entry.reserved_at < now - reservation_ttl)
-            )
-            if max_uploads is not None:
-                in_flight = s.scalar(
-                    select(func.count())
-                    .select_from(Entry)
-                    .where(*_in_repository(repository), Entry.state.in_([UPLOADING, COMMITTING]))
-                )
-                check_uploads_in_flight(in_flight or 0, max_uploads, repository)
-        entry = Entry(
-            repository=repository,
-            scope=scope,
-            key=key,
-            key_folded=fold(key),
-            version=version,
-            state=UPLOADING,
-            declared_size=declared_size,
-            node=node,
-            owner=owner,
-            reserved_at=now,
-            created_at=now,
-            last_accessed_at=now,
-        )
         try:
+            # One transaction: the count of uploads in flight and the insert it allows are one decision.
             with self._session.begin() as s:
+                if self.dialect == "postgresql" and max_uploads is not None:
+                    # Reserves of one repository take turns (across replicas) so that concurrent ones
+                    # cannot all count below the limit and all insert; released at commit.
+                    s.execute(
+                        select(
+                            func.pg_advisory_xact_lock(_RESERVE_LOCK_CLASS, func.hashtext(fold_repository(repository)))
+                        )
+                    )
+                # An abandoned reservation frees its key once it has expired. On SQLite this first write
+                # also takes the write lock, which serialises reserves there.
+                s.execute(
+                    delete(Entry).where(
+                        *identity, Entry.state == UPLOADING, Entry.reserved_at < self._now(reservation_ttl)
+                    )
+                )
+                if max_uploads is not None:
+                    in_flight = s.scalar(
+                        select(func.count())
+                        .select_from(Entry)
+                        .where(*_in_repository(repository), Entry.state.in_([UPLOADING, COMMITTING]))
+                    )
+                    check_uploads_in_flight(in_flight or 0, max_uploads, repository)
+                now = self._now()
+                entry = Entry(
+                    repository=repository,
+                    scope=scope,
+                    key=key,
+                    key_folded=fold(key),
+                    version=version,
+                    state=UPLOADING,
+                    declared_size=declared_size,
+                    node=node,
+                    owner=owner,
+                    reserved_at=now,
+                    created_at=now,
+                    last_accessed_at=now,
+                )
                 s.add(entry)
+                s.flush()
+                s.refresh(entry)  # the times the database wrote
+                info = _info(entry)
         except IntegrityError:
             with self._session() as s:
                 existing = s.scalars(select(Entry).where(*identity)).first()
@@ -153,7 +238,7 @@ class MetadataStore:
                     f"Cache is being created by another job. Scope: {scope}, Key: {taken}, Version: {version}"
                 ) from None
             raise AlreadyExists(f"Cache already exists. Scope: {scope}, Key: {taken}, Version: {version}") from None
-        return _info(entry)
+        return info
 
     def get(self, entry_id: int) -> EntryInfo | None:
         with self._session() as s:
@@ -162,6 +247,10 @@ class MetadataStore:
 
     def find_entry(self, *, repository: str, scope: str, key: str, version: str) -> EntryInfo | None:
         """The one entry (in any state) with this identity: keys are immutable, so there is at most one."""
+        check_repository(repository)
+        check_scope(scope)
+        check_key_text(key)
+        check_version_text(version)
         with self._session() as s:
             e = s.scalars(
                 select(Entry).where(
@@ -183,19 +272,23 @@ class MetadataStore:
                 update(Entry)
                 .where(Entry.id == entry_id, Entry.state == UPLOADING)
                 # reserved_at restarts: a commit that dies after its claim expires one TTL later.
-                .values(state=COMMITTING, size=size, sha256=sha256, reserved_at=utcnow())
+                .values(state=COMMITTING, size=size, sha256=sha256, reserved_at=self._now())
             )
             return result.rowcount == 1
 
     def commit(self, entry_id: int) -> EntryInfo:
         """A claimed upload whose blob is in place becomes a visible entry."""
-        now = utcnow()
         with self._session.begin() as s:
-            e = s.get(Entry, entry_id, with_for_update=True)
-            if e is None or e.state != COMMITTING:
+            now = self._now()
+            flipped = s.execute(
+                update(Entry)
+                .where(Entry.id == entry_id, Entry.state == COMMITTING)
+                .values(state=COMMITTED, created_at=now, last_accessed_at=now)
+            )
+            if flipped.rowcount != 1:
                 raise NotFound(f"no upload being committed with id {entry_id}")
-            e.state = COMMITTED
-            e.created_at = e.last_accessed_at = now
+            e = s.get(Entry, entry_id, populate_existing=True)
+            assert e is not None  # the update above holds the row until this transaction ends
             return _info(e)
 
     def abort(self, entry_id: int) -> None:
@@ -211,6 +304,12 @@ class MetadataStore:
         a broad restore key over thousands of entries one indexed scan, not thousands of rows."""
         if not scopes or not prefixes:
             return []
+        check_repository(repository)
+        check_version_text(version)
+        for scope in scopes:
+            check_scope(scope)
+        for prefix in prefixes:
+            check_key_text(prefix)
         cols = (Entry.id, Entry.scope, Entry.key, Entry.version, Entry.created_at)
         base = (
             *_in_repository(repository),
@@ -239,24 +338,28 @@ class MetadataStore:
         (a full disk) must not turn a restore into a failure; False tells the caller it did not land."""
         try:
             with self._session.begin() as s:
-                s.execute(update(Entry).where(Entry.id == entry_id).values(last_accessed_at=utcnow()))
+                s.execute(update(Entry).where(Entry.id == entry_id).values(last_accessed_at=self._now()))
         except OperationalError as exc:
             log.warning("last access of entry %s not recorded: %s", entry_id, exc.orig)
             return False
         return True
 
     def list_entries(self, *, repository: str, key: str | None = None) -> list[EntryInfo]:
+        check_repository(repository)
+        if key is not None:
+            check_key_text(key, what="Key prefix")
         with self._session() as s:
             q = select(Entry).where(*_in_repository(repository), Entry.state == COMMITTED)
             if key is not None:
                 q = q.where(Entry.key_folded.startswith(fold(key), autoescape=True))
             return [_info(e) for e in s.scalars(q.order_by(Entry.created_at.desc(), Entry.id.desc())).all()]
 
-    def expired_uploads(self, older_than: datetime) -> list[EntryInfo]:
+    def expired_uploads(self, older_than: datetime | timedelta) -> list[EntryInfo]:
+        """Unfinished uploads reserved (or claimed) before a time, or longer ago than a duration by the
+        database's clock (the duration form is the one to use: one clock for every replica)."""
+        cutoff = self._now(older_than) if isinstance(older_than, timedelta) else older_than
         with self._session() as s:
-            rows = s.scalars(
-                select(Entry).where(Entry.state.in_([UPLOADING, COMMITTING]), Entry.reserved_at < older_than)
-            )
+            rows = s.scalars(select(Entry).where(Entry.state.in_([UPLOADING, COMMITTING]), Entry.reserved_at < cutoff))
             return [_info(e) for e in rows.all()]
 
     def uploads_on_node(self, node: str) -> list[EntryInfo]:
@@ -285,6 +388,11 @@ class MetadataStore:
         created_before: datetime | None = None,
     ) -> tuple[int, list[EntryInfo]]:
         """Committed entries of a repository, filtered and sorted: (total matching, this page)."""
+        check_repository(repository)
+        if key_prefix:
+            check_key_text(key_prefix, what="Key prefix")
+        if ref:
+            check_scope(ref)
         where = [*_in_repository(repository), Entry.state == COMMITTED]
         if key_prefix:
             where.append(Entry.key_folded.startswith(fold(key_prefix), autoescape=True))
@@ -303,6 +411,10 @@ class MetadataStore:
 
     def entries_with_key(self, *, repository: str, key: str, ref: str | None = None) -> list[EntryInfo]:
         """Committed entries whose key is exactly `key` (compared as lookups do), in any version."""
+        check_repository(repository)
+        check_key_text(key)
+        if ref:
+            check_scope(ref)
         where = [*_in_repository(repository), Entry.state == COMMITTED, Entry.key_folded == fold(key)]
         if ref:
             where.append(Entry.scope == ref)
@@ -324,6 +436,7 @@ class MetadataStore:
             return gone
 
     def refs(self, repository: str) -> list[str]:
+        check_repository(repository)
         with self._session() as s:
             rows = s.scalars(
                 select(Entry.scope).where(*_in_repository(repository), Entry.state == COMMITTED).distinct()
@@ -331,6 +444,7 @@ class MetadataStore:
             return sorted(rows.all())
 
     def usages(self, repository: str) -> list[Usage]:
+        check_repository(repository)
         with self._session() as s:
             rows = s.execute(
                 select(Entry.id, Entry.repository, Entry.size, Entry.created_at, Entry.last_accessed_at).where(
@@ -339,12 +453,14 @@ class MetadataStore:
             ).all()
             return [Usage(r[0], r[1], r[2] or 0, r[3], r[4]) for r in rows]
 
-    def stale(self, accessed_before: datetime) -> list[Usage]:
-        """Committed entries of every repository last accessed before the given time."""
+    def stale(self, accessed_before: datetime | timedelta) -> list[Usage]:
+        """Committed entries of every repository last accessed before the given time, or longer ago
+        than the given duration by the database's clock."""
+        cutoff = self._now(accessed_before) if isinstance(accessed_before, timedelta) else accessed_before
         with self._session() as s:
             rows = s.execute(
                 select(Entry.id, Entry.repository, Entry.size, Entry.created_at, Entry.last_accessed_at).where(
-                    Entry.state == COMMITTED, Entry.last_accessed_at < accessed_before
+                    Entry.state == COMMITTED, Entry.last_accessed_at < cutoff
                 )
             ).all()
             return [Usage(r[0], r[1], r[2] or 0, r[3], r[4]) for r in rows]
@@ -353,6 +469,8 @@ class MetadataStore:
         self, *, owner: str | None = None, limit: int | None = None, offset: int = 0
     ) -> tuple[int, list[tuple[str, int, int]]]:
         """(number of repositories, [(full_name, entry count, bytes)]) of committed entries, largest first."""
+        if owner is not None:
+            check_owner_name(owner)
         where = [Entry.state == COMMITTED]
         if owner is not None:
             where.append(_owned_by(owner))
@@ -373,6 +491,10 @@ class MetadataStore:
 
     def usage_totals(self, *, repository: str | None = None, owner: str | None = None) -> tuple[int, int]:
         """(entry count, bytes) of committed entries of one repository, one owner, or everything."""
+        if repository is not None:
+            check_repository(repository)
+        if owner is not None:
+            check_owner_name(owner)
         where = [Entry.state == COMMITTED]
         if repository is not None:
             where.extend(_in_repository(repository))
@@ -384,6 +506,7 @@ class MetadataStore:
 
     def policy(self, repository: str) -> tuple[int | None, int | None]:
         """A repository's own (storage limit GB, retention days); None where it uses the default."""
+        check_repository(repository)
         with self._session() as s:
             p = s.get(RepositoryPolicy, fold_repository(repository))
             return (p.max_cache_size_gb, p.max_cache_retention_days) if p else (None, None)
@@ -401,28 +524,31 @@ class MetadataStore:
     def set_policy(
         self, repository: str, *, max_cache_size_gb: int | None = None, max_cache_retention_days: int | None = None
     ) -> tuple[int | None, int | None]:
-        """Set the given limits (others unchanged); returns the repository's own limits afterwards."""
-        try:
-            return self._set_policy(repository, max_cache_size_gb, max_cache_retention_days)
-        except IntegrityError:  # another writer created the row first: update it instead
-            return self._set_policy(repository, max_cache_size_gb, max_cache_retention_days)
+        """Set the given limits (others unchanged); returns the repository's own limits afterwards.
 
-    def _set_policy(
-        self, repository: str, max_cache_size_gb: int | None, max_cache_retention_days: int | None
-    ) -> tuple[int | None, int | None]:
+        One INSERT … ON CONFLICT DO UPDATE (both engines have it): concurrent first writers of a
+        repository's row cannot collide, where a read-then-insert needed a retry after a unique violation
+        (and on PostgreSQL, a rollback before it)."""
+        check_repository(repository)
+        given = {
+            k: v
+            for k, v in (
+                ("max_cache_size_gb", max_cache_size_gb),
+                ("max_cache_retention_days", max_cache_retention_days),
+            )
+            if v is not None
+        }
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(RepositoryPolicy)
+        now = self._now()
+        stmt = insert.values(
+            repository_folded=fold_repository(repository), repository=repository, updated_at=now, **given
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[RepositoryPolicy.repository_folded], set_={"updated_at": now, **given}
+        ).returning(RepositoryPolicy.max_cache_size_gb, RepositoryPolicy.max_cache_retention_days)
         with self._session.begin() as s:
-            p = s.get(RepositoryPolicy, fold_repository(repository), with_for_update=True)
-            if p is None:
-                p = RepositoryPolicy(
-                    repository_folded=fold_repository(repository), repository=repository, updated_at=utcnow()
-                )
-                s.add(p)
-            if max_cache_size_gb is not None:
-                p.max_cache_size_gb = max_cache_size_gb
-            if max_cache_retention_days is not None:
-                p.max_cache_retention_days = max_cache_retention_days
-            p.updated_at = utcnow()
-            return p.max_cache_size_gb, p.max_cache_retention_days
+            row = s.execute(stmt).one()
+            return row[0], row[1]
 
     # --- uploads in progress -----------------------------------------------------------------------
     def discard_upload(self, entry_id: int) -> bool:
@@ -447,6 +573,13 @@ class MetadataStore:
         """Unfinished uploads (uploading or committing) of a repository, oldest first: (total, this page).
 
         `key_prefix` filters as the cache list does; `key` is an exact key, compared as lookups do."""
+        check_repository(repository)
+        if key_prefix:
+            check_key_text(key_prefix, what="Key prefix")
+        if key is not None:
+            check_key_text(key)
+        if ref:
+            check_scope(ref)
         where = [*_in_repository(repository), Entry.state.in_([UPLOADING, COMMITTING])]
         if key_prefix:
             where.append(Entry.key_folded.startswith(fold(key_prefix), autoescape=True))
@@ -460,6 +593,22 @@ class MetadataStore:
             if limit is not None:
                 q = q.limit(limit)
             return total, [_info(e) for e in s.scalars(q).all()]
+
+
+# First key of the per-repository advisory lock taken by reserve on PostgreSQL ('rc' + 1).
+_RESERVE_LOCK_CLASS = 0x72630001
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for the metadata database: SQLite (embedded) or PostgreSQL (psycopg 3)."""
+    url = database_url(url)
+    backend = make_url(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"runcache keeps metadata in SQLite or PostgreSQL, not {backend} ({url.split(':', 1)[0]})")
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _in_repository(repository: str) -> list:

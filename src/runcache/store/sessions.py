@@ -38,7 +38,10 @@ def _digest(session_id: str) -> str:
 
 class SessionStore:
     def __init__(self, engine: Engine) -> None:
-        Base.metadata.create_all(engine, tables=[WebSession.__table__])  # type: ignore[list-item]
+        # The server's schema (this table too) comes from the migrations (store/migrations). Only a bare
+        # SQLite engine (tests, tools) gets the table here; never PostgreSQL, where replicas would race.
+        if engine.dialect.name == "sqlite":
+            Base.metadata.create_all(engine, tables=[WebSession.__table__])  # type: ignore[list-item]
         self._session = sessionmaker(engine, expire_on_commit=False)
 
     def create(self, token: str, *, expires_at: datetime) -> str:
