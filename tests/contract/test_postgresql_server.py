@@ -1,0 +1,37 @@
+"""End to end on PostgreSQL: a real server process keeps its metadata there and serves the v1 protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from helpers import Server
+from wire import v1_lookup, v1_reserve, v1_restore, v1_save
+
+
+def test_save_and_restore_through_v1_with_postgresql_metadata(tmp_path: Path, pg_url: str) -> None:
+    # A plain postgresql:// URL as operators write it; the server migrates the empty database at start.
+    url = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    server = Server(tmp_path / "data", extra_args=["--database-url", url]).start()
+    try:
+        tok = server.token()
+        data = b"cached bytes " * 1000
+        v1_save(server, tok, "Linux-pip-abc", data)
+        assert v1_restore(server, tok, "linux-PIP-abc") == data
+        conflict = v1_reserve(server, tok, "Linux-pip-abc", len(data))
+        assert conflict.status_code == 409, conflict.text
+        # Over the column limits: a 400 with a message, never a database error.
+        too_long = v1_reserve(server, tok, "k" * 300 + "İ" * 200, 1)  # 700 characters once lower-cased
+        assert too_long.status_code == 400, too_long.text
+        assert v1_lookup(server, tok, "Linux-pip-").status_code == 200  # the restore-key path
+        assert not (tmp_path / "data" / "metadata.db").exists()  # nothing went to SQLite
+    finally:
+        server.stop()
+    # A second start (another replica, a restart) finds the schema at head and the entry still there.
+    again = Server(tmp_path / "data", extra_args=["--database-url", url]).start()
+    try:
+        assert v1_restore(again, again.token(), "Linux-pip-abc") == data
+        assert httpx.get(f"{again.url}/healthz").status_code == 200
+    finally:
+        again.stop()
