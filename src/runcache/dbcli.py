@@ -6,10 +6,13 @@ import argparse
 from pathlib import Path
 
 
-def _database(args: argparse.Namespace) -> str:
+def _database(args: argparse.Namespace, *, create: bool = False) -> str:
     from runcache.config import Settings
 
-    return Settings.from_env(data_dir=args.data_dir, database_url=args.database_url).database
+    settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url)
+    if create and not settings.database_url:  # the embedded SQLite file: its directory as the server makes it
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return settings.database
 
 
 def _flags(p: argparse.ArgumentParser) -> None:
@@ -22,14 +25,11 @@ def _flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from runcache.store import migrations
-    from runcache.store.metadata import open_engine
+    from runcache.store.metadata import open_engine, unreachable_as_error
 
-    url = _database(args)
-    if url.startswith("sqlite:") and args.data_dir is not None:
-        args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = open_engine(url)
+    engine = open_engine(_database(args, create=True))
     try:
-        with migrations.locked(engine) as conn:
+        with unreachable_as_error(engine), migrations.locked(engine) as conn:
             before = migrations.upgrade(conn)
             after = migrations.current(conn)
     finally:
@@ -43,11 +43,11 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_current(args: argparse.Namespace) -> int:
     from runcache.store import migrations
-    from runcache.store.metadata import open_engine
+    from runcache.store.metadata import open_engine, unreachable_as_error
 
     engine = open_engine(_database(args))
     try:
-        with engine.connect() as conn:
+        with unreachable_as_error(engine), engine.connect() as conn:
             have = migrations.current(conn)
             legacy = have is None and migrations.is_legacy(conn)
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -554,3 +555,15 @@ def test_adoption_keeps_serving_when_old_rows_collide_by_repository_case(tmp_pat
         assert len(store.list_entries(repository="octo/app")) == 2
     finally:
         store.close()
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert cli_main(["db", "upgrade", "--database-url", f"postgres://u:hunter2@127.0.0.1:{port}/x"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the metadata database postgresql+psycopg://u:***@127.0.0.1" in err
+    assert "hunter2" not in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="not mysql"):
+        MetadataStore("mysql://u@localhost/x")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -140,9 +141,10 @@ class MetadataStore:
         self.engine = open_engine(url)
         self.dialect = self.engine.dialect.name
         try:
-            migrations.prepare(
-                self.engine, auto_migrate=auto_migrate_from_env() if auto_migrate is None else auto_migrate
-            )
+            with unreachable_as_error(self.engine):
+                migrations.prepare(
+                    self.engine, auto_migrate=auto_migrate_from_env() if auto_migrate is None else auto_migrate
+                )
         except BaseException:
             self.engine.dispose()
             raise
@@ -597,6 +599,22 @@ class MetadataStore:
 
 # First key of the per-repository advisory lock taken by reserve on PostgreSQL ('rc' + 1).
 _RESERVE_LOCK_CLASS = 0x72630001
+
+
+class DatabaseUnavailable(ValueError):
+    """The metadata database cannot be reached or opened (a ValueError: the CLI prints one line)."""
+
+
+@contextmanager
+def unreachable_as_error(engine: Engine) -> Iterator[None]:
+    """A database that is down, a wrong host or password, an unwritable SQLite path: one line naming the
+    database (password hidden) instead of a driver traceback."""
+    try:
+        yield
+    except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = " ".join(str(exc.orig).split())  # psycopg's messages span lines
+        raise DatabaseUnavailable(f"cannot open the metadata database {where}: {reason}") from exc
 
 
 def open_engine(url: str) -> Engine:
