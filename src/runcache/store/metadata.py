@@ -78,16 +78,18 @@ def auto_migrate_from_env(env: dict[str, str] | None = None) -> bool:
 def _db_now(dialect: str, minus: timedelta | None = None) -> ColumnElement[datetime]:
     """The database's current time as naive UTC, optionally `minus` a duration, as a SQL expression.
 
-    PostgreSQL: now() converted to UTC (microseconds). SQLite: CURRENT_TIMESTAMP has whole seconds only,
-    too coarse to order entries by creation, so strftime('%f') (milliseconds) padded to the six fraction
-    digits SQLAlchemy writes, which keeps stored values comparable as the strings SQLite compares."""
+    PostgreSQL: statement_timestamp() in UTC (microseconds); unlike now(), the transaction's start, it
+    does not lag behind while a statement waits for a lock (a reserve queued behind others).
+    SQLite: CURRENT_TIMESTAMP has whole seconds only, too coarse to order entries by creation, so
+    strftime('%f') (milliseconds) padded to the six fraction digits SQLAlchemy writes, which keeps
+    stored values comparable as the strings SQLite compares."""
     if dialect == "sqlite":
         args = ["%Y-%m-%d %H:%M:%f", "now"]
         if minus:
             args.append(f"{-minus.total_seconds():+.6f} seconds")
         # type_coerce, not CAST: SQLite's CAST(... AS DATETIME) would turn the text into the number 2026.
         return type_coerce(func.strftime(*args).concat("000"), DateTime())
-    now = func.timezone("UTC", func.now())
+    now = func.timezone("UTC", func.statement_timestamp())
     if minus:
         now = now - literal(minus, Interval())
     return type_coerce(now, DateTime())
