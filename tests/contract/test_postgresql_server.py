@@ -25,6 +25,18 @@ def test_save_and_restore_through_v1_with_postgresql_metadata(tmp_path: Path, pg
         too_long = v1_reserve(server, tok, "k" * 300 + "İ" * 200, 1)  # 700 characters once lower-cased
         assert too_long.status_code == 400, too_long.text
         assert v1_lookup(server, tok, "Linux-pip-").status_code == 200  # the restore-key path
+        assert v1_lookup(server, tok, "İ" * 400).status_code == 400  # a lookup key too long once lower-cased
+        admin = {"Authorization": f"Bearer {server.admin_token()}"}
+        caches = f"{server.url}/repos/octo/app/actions/caches"
+        assert httpx.get(caches, params={"key": "linux-"}, headers=admin).json()["total_count"] == 1
+        # Management filters no entry can match: the API answers an empty list or a 4xx (its choice), and
+        # the database never sees the value.
+        for params in ({"key": "İ" * 400}, {"ref": "refs/heads/" + "b" * 600}, {"key": "k\x00"}):
+            listed = httpx.get(caches, params=params, headers=admin)
+            assert listed.status_code < 500 and listed.json().get("total_count", 0) == 0, listed.text
+        for params in ({"key": "İ" * 400}, {"key": "x", "ref": "refs/heads/" + "b" * 600}):
+            gone = httpx.delete(caches, params=params, headers=admin)
+            assert 400 <= gone.status_code < 500, gone.text
         assert not (tmp_path / "data" / "metadata.db").exists()  # nothing went to SQLite
     finally:
         server.stop()
