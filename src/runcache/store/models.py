@@ -1,4 +1,8 @@
-"""Metadata schema (SQLAlchemy 2 typed models), the same on SQLite and PostgreSQL."""
+"""Metadata schema (SQLAlchemy 2 typed models), the same on SQLite and PostgreSQL.
+
+The database's tables come from the migrations in store/migrations/versions, not from these models:
+a change here needs a new revision there (tests/contract checks that a migrated database matches
+these models, indexes included). Column lengths are enforced in core/keys.py before any query."""
 
 from __future__ import annotations
 
