@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import httpx
 
-from helpers import Server
+from helpers import RUNCACHE, Server
 from wire import v1_lookup, v1_reserve, v1_restore, v1_save
 
 
@@ -47,3 +49,15 @@ def test_save_and_restore_through_v1_with_postgresql_metadata(tmp_path: Path, pg
         assert httpx.get(f"{again.url}/healthz").status_code == 200
     finally:
         again.stop()
+
+
+def test_a_server_without_auto_migrate_refuses_an_empty_database_in_one_line(tmp_path: Path, pg_url: str) -> None:
+    result = subprocess.run(
+        [*RUNCACHE, "serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--database-url", pg_url],
+        env={**os.environ, "RUNCACHE_AUTO_MIGRATE": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "run `runcache db upgrade` first" in result.stderr and "Traceback" not in result.stderr
