@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -150,3 +152,30 @@ def run_client(
     if not lines:
         raise AssertionError(f"client printed no result (rc={proc.returncode}):\n{output}")
     return ClientRun(json.loads(lines[-1][len("RESULT ") :]), output, proc.returncode)
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """Base of the HTTP stand-ins tests start for runcache's neighbours (a JWKS, a results service)."""
+
+    def reply(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
+        self.send_response(status)
+        if body:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def reply_json(self, value: object, status: int = 200) -> None:
+        self.reply(status, json.dumps(value).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve_stand_in(handler: type[StandIn]) -> tuple[ThreadingHTTPServer, str]:
+    """Serve `handler` on a loopback port in a daemon thread: (server, base URL); shutdown() stops it."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.block_on_close = False
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"

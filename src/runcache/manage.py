@@ -135,35 +135,30 @@ class ManagementClient:
         limit: int | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
         """(total_count, up to `limit` caches), following the `Link` header's next pages."""
-        per_page = MAX_PER_PAGE if limit is None else min(limit, MAX_PER_PAGE)
-        params = {"per_page": per_page, "key": key, "ref": ref, "sort": sort, "direction": direction}
-        url: str | None = f"/repos/{repo}/actions/caches"
-        total, out = 0, []
-        first = True
-        while url and (limit is None or len(out) < limit):
-            r = self._request("GET", url, params={k: v for k, v in params.items() if v} if first else None)
-            first = False
-            body = r.json()
-            total = body["total_count"]
-            out.extend(body["actions_caches"])
-            url = r.links.get("next", {}).get("url")
-        return total, out if limit is None else out[:limit]
+        params = {"key": key, "ref": ref, "sort": sort, "direction": direction}
+        return self._pages(f"/repos/{repo}/actions/caches", params, "actions_caches", limit)
 
     def uploads(
         self, repo: str, *, key: str | None = None, ref: str | None = None, limit: int | None = None
     ) -> tuple[int, list[dict[str, Any]]]:
         """(total_count, up to `limit` uploads in progress), oldest first, following the `Link` header."""
+        return self._pages(f"/repos/{repo}/actions/cache/uploads", {"key": key, "ref": ref}, "uploads", limit)
+
+    def _pages(
+        self, path: str, params: dict[str, Any], field: str, limit: int | None
+    ) -> tuple[int, list[dict[str, Any]]]:
         per_page = MAX_PER_PAGE if limit is None else min(limit, MAX_PER_PAGE)
-        params = {"per_page": per_page, "key": key, "ref": ref}
-        url: str | None = f"/repos/{repo}/actions/cache/uploads"
+        query = {"per_page": per_page, **{k: v for k, v in params.items() if v}}
+        url: str | None = path
         total, out = 0, []
         first = True
         while url and (limit is None or len(out) < limit):
-            r = self._request("GET", url, params={k: v for k, v in params.items() if v} if first else None)
+            # Later pages come with their query in the `Link` URL.
+            r = self._request("GET", url, params=query if first else None)
             first = False
             body = r.json()
             total = body["total_count"]
-            out.extend(body["uploads"])
+            out.extend(body[field])
             url = r.links.get("next", {}).get("url")
         return total, out if limit is None else out[:limit]
 

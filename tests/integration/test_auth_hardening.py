@@ -19,7 +19,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import create_engine, text
 
-from helpers import ROOT, RUNCACHE, Server
+from helpers import ROOT, RUNCACHE, Server, StandIn, serve_stand_in
 from mgmt_helpers import VERSION, bearer, save
 from runcache.auth.github import GitHubTokenVerifier
 from runcache.core.errors import Unauthenticated
@@ -77,7 +76,7 @@ class JwksServer:
         self._release = threading.Event()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(StandIn):
             def do_GET(self) -> None:
                 with outer._lock:
                     outer.fetches += 1
@@ -85,25 +84,12 @@ class JwksServer:
                     outer._release.wait(30)
                     return
                 if outer.mode == "fail":
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.reply(503)
                     return
-                body = json.dumps({"keys": [s.jwk() for s in outer.signers]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply_json({"keys": [s.jwk() for s in outer.signers]})
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/.well-known/jwks"
+        self.httpd, base = serve_stand_in(Handler)
+        self.url = f"{base}/.well-known/jwks"
 
     def close(self) -> None:
         self._release.set()

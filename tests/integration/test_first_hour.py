@@ -74,25 +74,15 @@ def test_a_token_signed_with_another_secret_says_so(server: Server, tmp_path: Pa
 
 # --- messages and exit codes -------------------------------------------------------------------------
 def test_ls_against_a_server_that_is_not_runcache_says_so_without_dumping_its_page(tmp_path: Path) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from helpers import StandIn, serve_stand_in
 
-    class Page(BaseHTTPRequestHandler):
+    class Page(StandIn):
         def do_GET(self) -> None:
             body = b"<!doctype html><html><body>" + b"<p>some other app</p>" * 200 + b"</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, body, "text/html")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd, url = serve_stand_in(Page)
     try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}"
         done = runcache("ls", "-R", "octo/app", "--url", url, "--token", "x.y.z")
         assert done.returncode == 1
         assert "did not answer like a runcache server (HTTP 200, text/html)" in done.stderr
@@ -171,7 +161,7 @@ def test_the_same_flags_mean_the_same_thing_everywhere(server: Server, tmp_path:
     assert runcache("restore", "--path", "deps", "-k", "short-k", cwd=ws, env=env).returncode == 0
     admin = {"RUNCACHE_URL": server.url, "RUNCACHE_ADMIN_TOKEN": server.admin_token()}
     done = runcache("limits", "-R", "octo/app", "--storage-limit-gb", "5", "--retention-days", "3", env=admin)
-    assert done.returncode == 0 and "5 GB" in done.stdout and "3 days" in done.stdout
+    assert done.returncode == 0 and "5 GiB" in done.stdout and "3 days" in done.stdout
     done = runcache("ls", "-R", "octo/app", "-k", "short", "-r", "main", env=admin)
     assert done.returncode == 0 and "short-k" in done.stdout
 

@@ -11,13 +11,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import Server
+from helpers import Server, StandIn, serve_stand_in
 
 TWIRP = "/twirp/github.actions.results.api.v1.CacheService/"
 ARTIFACTS = "/twirp/github.actions.results.api.v1.ArtifactService/"
@@ -52,7 +51,7 @@ class Upstream:
         self.seen: list[dict] = []
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(StandIn):
             def do_POST(self) -> None:
                 received = 0
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -70,19 +69,9 @@ class Upstream:
                             break
                         received, left = received + got, left - got
                 upstream.seen.append({"path": self.path, "received": received})
-                out = json.dumps({"received": received}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                self.reply_json({"received": received})
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve_stand_in(Handler)
 
 
 @pytest.fixture
@@ -351,7 +340,10 @@ def test_huge_paging_numbers_are_4xx_or_clamped(server: Server, param: str, valu
 def test_control_characters_in_keys_cannot_forge_log_lines(server: Server) -> None:
     tok = server.token()
     forged = "\r\nFAKE 2026-01-01 INFO runcache.service: committed"
-    for i, sep in enumerate(["\r\n", "\n", "\r", "\u2028", "\u2029", "\x85", "\x00", "\x1b[2J"]):
+    # NUL is refused outright (PostgreSQL cannot store it); every other separator is accepted and escaped.
+    nul = httpx.post(server.url + V1 + "caches", json={"key": "a\x00b", "version": VERSION}, headers=auth(tok))
+    assert nul.status_code == 400
+    for i, sep in enumerate(["\r\n", "\n", "\r", "\u2028", "\u2029", "\x85", "\x1b[2J"]):
         key = f"inj{i}{forged.replace(chr(13) + chr(10), sep)}"
         r = httpx.post(
             server.url + V1 + "caches", json={"key": key, "version": VERSION, "cacheSize": 4}, headers=auth(tok)
@@ -371,7 +363,7 @@ def test_control_characters_in_keys_cannot_forge_log_lines(server: Server) -> No
     # Every separator Python's splitlines() knows, so a log viewer that splits on any of them sees no forgery.
     lines = text.splitlines()
     committed = [ln for ln in lines if "committed entry" in ln]
-    assert len(committed) == 8, lines
+    assert len(committed) == 7, lines
     assert not [ln for ln in lines if ln.lstrip("\r").startswith("FAKE")], lines
     assert b"\x00" not in raw and b"\x1b" not in raw
     assert "inj0\\r\\nFAKE" in text  # escaped, still readable

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -16,40 +14,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from helpers import Server
-
-TWIRP = "/twirp/github.actions.results.api.v1.CacheService/"
-V1 = "/_apis/artifactcache/"
-VERSION = "a" * 64
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def twirp(server: Server, method: str, body: dict, token: str | None) -> httpx.Response:
-    headers = auth(token) if token else {}
-    return httpx.post(server.url + TWIRP + method, json=body, headers=headers)
-
-
-def v2_save(server: Server, token: str, key: str, data: bytes, version: str = VERSION) -> str:
-    created = twirp(server, "CreateCacheEntry", {"key": key, "version": version}, token).json()
-    assert created["ok"], created
-    assert (
-        httpx.put(created["signed_upload_url"], content=data, headers={"x-ms-blob-type": "BlockBlob"}).status_code
-        == 201
-    )
-    fin = twirp(
-        server, "FinalizeCacheEntryUpload", {"key": key, "version": version, "size_bytes": str(len(data))}, token
-    ).json()
-    assert fin["ok"], fin
-    return fin["entry_id"]
-
-
-def v2_url(server: Server, token: str, key: str, version: str = VERSION) -> str:
-    got = twirp(server, "GetCacheEntryDownloadURL", {"key": key, "version": version}, token).json()
-    assert got["ok"], got
-    return got["signed_download_url"]
+from helpers import Server, StandIn, serve_stand_in
+from wire import TWIRP, V1, VERSION, auth, twirp, v1_commit, v1_patch, v1_reserve, v2_save, v2_url
 
 
 # --- authentication ------------------------------------------------------------------------------
@@ -143,24 +109,14 @@ def test_unknown_twirp_service_refused_without_upstream(server: Server) -> None:
 def upstream() -> Iterator[tuple[str, list[dict]]]:
     seen: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             seen.append({"path": self.path, "body": json.loads(body), "auth": self.headers.get("Authorization")})
-            out = json.dumps({"ok": True, "signed_upload_url": "https://elsewhere/upload"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+            self.reply_json({"ok": True, "signed_upload_url": "https://elsewhere/upload"})
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    httpd, url = serve_stand_in(Handler)
+    yield url, seen
     httpd.shutdown()
 
 
@@ -186,26 +142,6 @@ def test_unknown_twirp_service_forwarded_to_upstream(tmp_path: Path, upstream: t
 
 
 # --- v1 uploads ----------------------------------------------------------------------------------
-def v1_reserve(server: Server, tok: str, key: str, size: int | None) -> httpx.Response:
-    body = {"key": key, "version": VERSION}
-    if size is not None:
-        body["cacheSize"] = size
-    return httpx.post(server.url + V1 + "caches", json=body, headers=auth(tok))
-
-
-def v1_patch(server: Server, tok: str, cache_id: int, start: int, data: bytes, crange: str | None = None):
-    rng = crange or f"bytes {start}-{start + len(data) - 1}/*"
-    return httpx.patch(
-        f"{server.url}{V1}caches/{cache_id}",
-        content=data,
-        headers={**auth(tok), "Content-Range": rng, "Content-Type": "application/octet-stream"},
-    )
-
-
-def v1_commit(server: Server, tok: str, cache_id: int, size: int) -> httpx.Response:
-    return httpx.post(f"{server.url}{V1}caches/{cache_id}", json={"size": size}, headers=auth(tok))
-
-
 def test_v1_out_of_order_chunks_holes_and_bad_ranges(server: Server) -> None:
     tok = server.token()
     data = bytes(range(256)) * 4  # 1024 bytes
@@ -426,21 +362,13 @@ def test_github_runtime_tokens_verified_against_a_jwks_url(tmp_path: Path) -> No
     body = json.dumps({"keys": [jwk]}).encode()
     fetched: list[str] = []
 
-    class Jwks(BaseHTTPRequestHandler):
+    class Jwks(StandIn):
         def do_GET(self) -> None:
             fetched.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/.well-known/jwks"
+    httpd, base = serve_stand_in(Jwks)
+    url = f"{base}/.well-known/jwks"
     issuer = "https://ghes.example/_services/token"
     srv = Server(tmp_path / "d", extra_args=["--github-jwks-url", url, "--github-issuer", issuer]).start()
     try:

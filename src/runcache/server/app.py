@@ -157,23 +157,20 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _janitor(service: CacheService, interval: float = JANITOR_INTERVAL) -> None:
+    # Files before rows in each pass (see CacheService); one failing pass never stops the others.
+    passes = (
+        (service.expire_uploads, "expired %d abandoned uploads"),
+        (service.expire_idle_uploads, "expired %d idle uploads"),
+        (service.enforce_retention, "removed %d cache entries past their retention limit"),
+    )
     while True:
         await asyncio.sleep(interval)
-        try:
-            expired = await run_in_threadpool(service.expire_uploads)
-            if expired:
-                log.info("expired %d abandoned uploads", expired)
-        except Exception:
-            log.exception("janitor pass failed")
-        try:
-            idle = await run_in_threadpool(service.expire_idle_uploads)
-            if idle:
-                log.info("expired %d idle uploads", idle)
-        except Exception:
-            log.exception("idle upload pass failed")
-        try:
-            removed = await run_in_threadpool(service.enforce_retention)
-            if removed:
-                log.info("removed %d cache entries past their retention limit", len(removed))
-        except Exception:
-            log.exception("retention pass failed")
+        for run_pass, message in passes:
+            try:
+                done = await run_in_threadpool(run_pass)
+            except Exception:
+                log.exception("housekeeping pass %s failed", run_pass.__name__)
+                continue
+            count = done if isinstance(done, int) else len(done)
+            if count:
+                log.info(message, count)
