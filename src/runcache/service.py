@@ -10,10 +10,9 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from runcache.core.errors import InvalidRequest, NotFound, UploadBusy
 from runcache.core.eviction import (
@@ -35,7 +34,7 @@ from runcache.core.limits import (
 from runcache.core.matching import find_match, lookup_prefixes
 from runcache.core.scopes import Identity
 from runcache.store.blobs import BlobStore
-from runcache.store.metadata import EntryInfo, MetadataStore, utcnow
+from runcache.store.metadata import EntryInfo, MetadataStore
 from runcache.store.models import COMMITTED, COMMITTING, UPLOADING
 from runcache.store.staging import BlockWriter, RangeWriter, Staging
 
@@ -85,8 +84,9 @@ class CacheService:
         candidates = self.metadata.candidates(
             repository=identity.repository, version=version, scopes=scopes, prefixes=lookup_prefixes(keys)
         )
-        # An entry whose blob vanished is a miss, never a download that 404s later.
-        candidates = [c for c in candidates if self.blobs.contains(str(c.id))]
+        # An entry whose blob vanished is a miss, never a download that 404s later (one store call).
+        present = self.blobs.contains_many(str(c.id) for c in candidates)
+        candidates = [c for c in candidates if str(c.id) in present]
         match = find_match(candidates, keys, version, scopes)
         if match is None:
             return None
@@ -102,12 +102,9 @@ class CacheService:
             raise NotFound(f"no cache entry with id {entry_id}")
         return entry
 
-    def blob_parts(self, entry: EntryInfo) -> list[Path]:
-        """The committed entry's files in order, for streaming a download."""
-        parts = self.blobs.parts(str(entry.id))
-        if parts is None:
-            raise NotFound("The specified blob does not exist.")
-        return parts
+    def open_download(self, entry: EntryInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of a committed entry, streamed from the blob store."""
+        return self.blobs.open_range(str(entry.id), start, end)
 
     def list_for_key(self, identity: Identity, key: str) -> list[EntryInfo]:
         scopes = set(identity.require_read())
@@ -330,7 +327,7 @@ class CacheService:
 
     def enforce_retention(self, now: datetime | None = None) -> list[EntryInfo]:
         """Remove entries not accessed for longer than their repository's retention limit."""
-        now = now or utcnow()
+        now = now or self.metadata.now()  # the clock the access times were written with
         overrides = self.metadata.retention_overrides()
         shortest = min([self.default_retention_days, *overrides.values()])
         stale = self.metadata.stale(now - timedelta(days=shortest))
@@ -361,7 +358,7 @@ class CacheService:
                 log.warning("could not remove unfinished upload %s at start; will retry", entry.id)
 
     def expire_uploads(self) -> int:
-        now = utcnow()
+        now = self.metadata.now()
         expired = self.metadata.expired_uploads(now - self.reservation_ttl)
         for entry in expired:
             self.staging.discard(entry.id)
@@ -388,8 +385,11 @@ class CacheService:
         return len(expired) + len(orphans)
 
     def _drop_orphan_blobs(self) -> None:
-        names = [n for n in self.blobs.names() if n.isdigit()]
-        keep = self.metadata.committed_ids([int(n) for n in names])
+        """Blobs no row references. Only those older than the reservation TTL: a younger one may belong
+        to a commit in flight on another replica (stored, row not yet flipped)."""
+        min_age = self.reservation_ttl.total_seconds()
+        names = [n for n, age in self.blobs.names_with_age() if n.isdigit() and age > min_age]
+        keep = self.metadata.referenced_ids([int(n) for n in names])
         for n in names:
             if int(n) not in keep:
                 self.blobs.delete(n)
@@ -443,7 +443,7 @@ class CacheService:
         idle = self.upload_idle_timeout
         if not idle:
             return 0
-        reserved_before = utcnow() - idle
+        reserved_before = self.metadata.now() - idle
         gone = 0
         for entry in self.metadata.uploads_on_node(self.node_id):
             if entry.state != UPLOADING or entry.reserved_at >= reserved_before:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -88,12 +89,18 @@ def test_missing_blob_is_a_miss(svc: CacheService) -> None:
 def test_recover_drops_dead_uploads_and_orphan_blobs(svc: CacheService, tmp_path: Path) -> None:
     kept = save(svc, "kept", b"abc")
     dead = svc.reserve(ident(), "dead", V, 3)
-    orphan = tmp_path / "orphan"
+    orphan, young = tmp_path / "orphan", tmp_path / "young"
     orphan.write_bytes(b"zzz")
+    young.write_bytes(b"yyy")
     svc.blobs.put_file("999", orphan, size=3, sha256="")
+    svc.blobs.put_file("998", young, size=3, sha256="")
+    two_hours_ago = time.time() - 7200
+    os.utime(svc.blobs.local_path("999"), (two_hours_ago, two_hours_ago))  # type: ignore[attr-defined]
     svc.recover()
     assert svc.metadata.get(dead.id) is None and not svc.staging.exists(dead.id)
     assert not svc.blobs.contains("999") and svc.blobs.contains(str(kept))
+    # Younger than the reservation TTL: maybe another replica's commit in flight, so it stays.
+    assert svc.blobs.contains("998")
     assert svc.reserve(ident(), "dead", V, 3).id != dead.id
 
 

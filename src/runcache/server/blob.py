@@ -6,11 +6,9 @@ import email.utils
 import logging
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC
-from pathlib import Path
 
-import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -140,44 +138,12 @@ def _parse_block_list(body: bytes) -> list[str]:
     return ids
 
 
-_READ = 1024 * 1024
-
-
-def _open_parts(paths: list[Path]) -> list[tuple[Path, int]]:
-    return [(p, p.stat().st_size) for p in paths]
-
-
-async def _stream(parts: list[tuple[Path, int]], start: int, end: int) -> AsyncIterator[bytes]:
-    """Bytes [start, end) of the parts laid end to end, read off the event loop a MiB at a time."""
-    offset = 0
-    for path, size in parts:
-        lo, hi = max(start, offset), min(end, offset + size)
-        if lo < hi:
-            fh = await anyio.open_file(path, "rb")
-            try:
-                await fh.seek(lo - offset)
-                remaining = hi - lo
-                while remaining:
-                    chunk = await fh.read(min(_READ, remaining))
-                    if not chunk:
-                        raise OSError(f"{path} is shorter than recorded")
-                    remaining -= len(chunk)
-                    yield chunk
-            finally:
-                await fh.aclose()
-        offset += size
-        if offset >= end:
-            return
-
-
 @blob_errors
 async def get(request: Request) -> Response:
     entry_id = _checked_id(request, ARCHIVES, DOWNLOAD)
     svc = state(request).service
     entry = await run_in_threadpool(svc.entry_for_download, entry_id)
-    paths = await run_in_threadpool(svc.blob_parts, entry)
-    parts = await run_in_threadpool(_open_parts, paths)
-    total = sum(size for _, size in parts)
+    total = entry.size or 0
     headers = {
         **_azure_headers(),
         "Accept-Ranges": "bytes",
@@ -203,7 +169,7 @@ async def get(request: Request) -> Response:
     if request.method == "HEAD":
         return Response(b"", status_code=status, headers=headers, media_type="application/octet-stream")
     return StreamingResponse(
-        _stream(parts, start, end), status_code=status, headers=headers, media_type="application/octet-stream"
+        svc.open_download(entry, start, end), status_code=status, headers=headers, media_type="application/octet-stream"
     )
 
 

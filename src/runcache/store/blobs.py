@@ -6,6 +6,7 @@ stores later) implements these few calls, and policies such as eviction live out
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,19 +19,35 @@ class BlobStats:
 
 
 class BlobStore(Protocol):
+    """Finished blobs. Writes come from upload staging (`put_file`/`put_parts` take ownership of its
+    files); reads are byte streams, never paths, so a backend need not be a local file system."""
+
     def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
         """Take ownership of a fully written local file (which may be moved) as blob `name`."""
 
     def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
         """Take ownership of ordered local files whose concatenation is blob `name`."""
 
-    def parts(self, name: str) -> list[Path] | None:
-        """The blob's local files in order (one for a single-file blob), or None."""
+    def size(self, name: str) -> int | None:
+        """The blob's length in bytes, or None when there is no such blob."""
+
+    def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the blob as they are read; raises BlobMissing when it is gone."""
 
     def contains(self, name: str) -> bool: ...
+
+    def contains_many(self, names: Iterable[str]) -> set[str]:
+        """Which of these blobs exist, in one call (a lookup must not cost a round trip per candidate)."""
 
     def delete(self, name: str) -> None: ...
 
     def names(self) -> list[str]: ...
 
+    def names_with_age(self) -> Iterator[tuple[str, float]]:
+        """Every blob with the seconds since it was stored, for garbage collection."""
+
     def stats(self) -> BlobStats: ...
+
+
+class BlobMissing(LookupError):
+    """A blob that a committed entry points at is not (or no longer) in the store."""

@@ -7,9 +7,15 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
-from runcache.store.blobs import BlobStats
+import anyio
+
+from runcache.store.blobs import BlobMissing, BlobStats
+
+_READ = 1024 * 1024
 
 _PARTS = ".parts"
 
@@ -84,6 +90,47 @@ class DiskBlobStore:
 
     def contains(self, name: str) -> bool:
         return self._path(name).is_file() or self._parts_dir(name).is_dir()
+
+    def contains_many(self, names: Iterable[str]) -> set[str]:
+        return {n for n in names if self.contains(n)}
+
+    def size(self, name: str) -> int | None:
+        parts = self.parts(name)
+        return None if parts is None else sum(p.stat().st_size for p in parts)
+
+    async def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the parts laid end to end, read off the event loop a MiB at a time."""
+        parts = await anyio.to_thread.run_sync(self.parts, name)
+        if parts is None:
+            raise BlobMissing(name)
+        offset = 0
+        for path in parts:
+            size = (await anyio.Path(path).stat()).st_size
+            lo, hi = max(start, offset), min(end, offset + size)
+            if lo < hi:
+                fh = await anyio.open_file(path, "rb")
+                try:
+                    await fh.seek(lo - offset)
+                    remaining = hi - lo
+                    while remaining:
+                        chunk = await fh.read(min(_READ, remaining))
+                        if not chunk:
+                            raise BlobMissing(f"{name}: {path} is shorter than recorded")
+                        remaining -= len(chunk)
+                        yield chunk
+                finally:
+                    await fh.aclose()
+            offset += size
+            if offset >= end:
+                return
+
+    def names_with_age(self) -> Iterator[tuple[str, float]]:
+        now = time.time()
+        for name in self.names():
+            p = self._path(name)
+            target = p if p.is_file() else self._parts_dir(name)
+            with contextlib.suppress(FileNotFoundError):
+                yield name, now - target.stat().st_mtime
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -372,11 +372,12 @@ class MetadataStore:
             rows = s.scalars(select(Entry).where(Entry.state.in_([UPLOADING, COMMITTING]), Entry.node == node))
             return [_info(e) for e in rows.all()]
 
-    def committed_ids(self, ids: Sequence[int]) -> set[int]:
+    def referenced_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` that a row still points at, in any state (a commit in flight included)."""
         if not ids:
             return set()
         with self._session() as s:
-            return set(s.scalars(select(Entry.id).where(Entry.id.in_(list(ids)), Entry.state == COMMITTED)))
+            return set(s.scalars(select(Entry.id).where(Entry.id.in_(list(ids)))))
 
     # --- management ------------------------------------------------------------------------------
     def query_entries(
