@@ -68,6 +68,11 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
+    def _settings(self) -> Settings:
+        # A server given RUNCACHE_SECRET (replicas) signs with it, not with its data directory's secret.
+        secret = {k: v for k, v in self.env.items() if k == "RUNCACHE_SECRET"}
+        return Settings.from_env(secret, data_dir=self.data_dir)
+
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
@@ -81,7 +86,7 @@ class Server:
         mode: str = "write",
         ttl: int = 3600,
     ) -> str:
-        settings = Settings.from_env({}, data_dir=self.data_dir)
+        settings = self._settings()
         scopes = build_scopes(ref, default_branch=default_branch, base_ref=base_ref, mode=mode)
         return TokenIssuer(settings.derived_key("tokens")).issue(repository=repo, scopes=scopes, ttl_seconds=ttl)
 
@@ -95,7 +100,7 @@ class Server:
         ttl: int = 3600,
     ) -> str:
         """A management token (REST API, CLI, web page) for one repository, an org (`org=`) or the site."""
-        settings = Settings.from_env({}, data_dir=self.data_dir)
+        settings = self._settings()
         return TokenIssuer(settings.derived_key("tokens")).issue_admin(
             repository=None if (org or site) else repo, org=org, site=site, permission=permission, ttl_seconds=ttl
         )

@@ -16,6 +16,7 @@ DEFAULT_DATA_DIR = ".runcache"
 @dataclass
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR))
+    blobs: str = ""  # where finished archives live: empty for data_dir/blobs, or s3://bucket/prefix
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str = ""  # empty: SQLite file in data_dir
@@ -40,7 +41,7 @@ class Settings:
     header_timeout: int = 10  # seconds a connection has to send a complete request head
     max_connections: int = 1000  # open connections; past it the longest-idle one is closed
     forward_max_body_mb: int = 64  # largest body forwarded to --results-upstream
-    node_id: str = field(default_factory=socket.gethostname)
+    node_id: str = ""  # empty: host name and data directory (see `node`)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -54,6 +55,20 @@ class Settings:
             if value is not None:
                 setattr(s, name, _convert(name, value, getattr(s, name)))
         return s
+
+    @property
+    def node(self) -> str:
+        """This process's name for the uploads it stages. Two servers on one host (replicas, each with
+        its own data directory) must differ, or each one's start-up recovery would drop the other's."""
+        if self.node_id:
+            return self.node_id
+        where = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}:{where}"
+
+    @property
+    def embedded(self) -> bool:
+        """The SQLite default: one server per data directory. Anything else may have several replicas."""
+        return self.database.startswith("sqlite")
 
     @property
     def database(self) -> str:

@@ -326,7 +326,12 @@ class CacheService:
         return gone
 
     def enforce_retention(self, now: datetime | None = None) -> list[EntryInfo]:
-        """Remove entries not accessed for longer than their repository's retention limit."""
+        """Remove entries not accessed for longer than their repository's retention limit (one replica
+        at a time: the others skip the pass)."""
+        with self.metadata.housekeeping_turn("retention") as mine:
+            return self._enforce_retention(now) if mine else []
+
+    def _enforce_retention(self, now: datetime | None) -> list[EntryInfo]:
         now = now or self.metadata.now()  # the clock the access times were written with
         overrides = self.metadata.retention_overrides()
         shortest = min([self.default_retention_days, *overrides.values()])
@@ -384,15 +389,21 @@ class CacheService:
             self.metadata.abort(entry.id)
         return len(expired) + len(orphans)
 
-    def _drop_orphan_blobs(self) -> None:
+    def collect_orphan_blobs(self) -> int:
+        """The periodic form of start-up's orphan sweep, one replica at a time."""
+        with self.metadata.housekeeping_turn("orphan-blobs") as mine:
+            return self._drop_orphan_blobs() if mine else 0
+
+    def _drop_orphan_blobs(self) -> int:
         """Blobs no row references. Only those older than the reservation TTL: a younger one may belong
         to a commit in flight on another replica (stored, row not yet flipped)."""
         min_age = self.reservation_ttl.total_seconds()
         names = [n for n, age in self.blobs.names_with_age() if n.isdigit() and age > min_age]
         keep = self.metadata.referenced_ids([int(n) for n in names])
-        for n in names:
-            if int(n) not in keep:
-                self.blobs.delete(n)
+        gone = [n for n in names if int(n) not in keep]
+        for n in gone:
+            self.blobs.delete(n)
+        return len(gone)
 
     # --- abandoned and idle uploads -------------------------------------------------------------------
     # An upload that receives no bytes for this long gives its key back long before the reservation TTL:

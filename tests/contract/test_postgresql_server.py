@@ -11,11 +11,13 @@ import httpx
 from helpers import RUNCACHE, Server
 from wire import v1_lookup, v1_reserve, v1_restore, v1_save
 
+# Replicas share one signing secret; a server on PostgreSQL refuses to start without it.
+REPLICA_ENV = {"RUNCACHE_SECRET": "contract-tests-shared-secret"}
 
 def test_save_and_restore_through_v1_with_postgresql_metadata(tmp_path: Path, pg_url: str) -> None:
     # A plain postgresql:// URL as operators write it; the server migrates the empty database at start.
     url = pg_url.replace("postgresql+psycopg://", "postgresql://")
-    server = Server(tmp_path / "data", extra_args=["--database-url", url]).start()
+    server = Server(tmp_path / "data", extra_args=["--database-url", url], env=REPLICA_ENV).start()
     try:
         tok = server.token()
         data = b"cached bytes " * 1000
@@ -43,7 +45,7 @@ def test_save_and_restore_through_v1_with_postgresql_metadata(tmp_path: Path, pg
     finally:
         server.stop()
     # A second start (another replica, a restart) finds the schema at head and the entry still there.
-    again = Server(tmp_path / "data", extra_args=["--database-url", url]).start()
+    again = Server(tmp_path / "data", extra_args=["--database-url", url], env=REPLICA_ENV).start()
     try:
         assert v1_restore(again, again.token(), "Linux-pip-abc") == data
         assert httpx.get(f"{again.url}/healthz").status_code == 200
@@ -51,10 +53,22 @@ def test_save_and_restore_through_v1_with_postgresql_metadata(tmp_path: Path, pg
         again.stop()
 
 
+def test_a_shared_database_without_the_signing_secret_is_refused(tmp_path: Path, pg_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RUNCACHE_SECRET"}
+    result = subprocess.run(
+        [*RUNCACHE, "serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--database-url", pg_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "set RUNCACHE_SECRET" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_server_without_auto_migrate_refuses_an_empty_database_in_one_line(tmp_path: Path, pg_url: str) -> None:
     result = subprocess.run(
         [*RUNCACHE, "serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--database-url", pg_url],
-        env={**os.environ, "RUNCACHE_AUTO_MIGRATE": "0"},
+        env={**os.environ, **REPLICA_ENV, "RUNCACHE_AUTO_MIGRATE": "0"},
         capture_output=True,
         text=True,
         timeout=60,

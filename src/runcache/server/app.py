@@ -30,7 +30,7 @@ from runcache.management import Management
 from runcache.server import blob, ghcompat, rest, twirp, uploads_api, v1, web
 from runcache.server.common import AppState
 from runcache.service import CacheService
-from runcache.store.disk import DiskBlobStore
+from runcache.store.factory import blob_store_for
 from runcache.store.lock import DataDirLock
 from runcache.store.metadata import MetadataStore
 from runcache.store.staging import Staging
@@ -56,9 +56,9 @@ def build_service(settings: Settings) -> CacheService:
     settings.data_dir.chmod(0o700)
     service = CacheService(
         MetadataStore(settings.database),
-        DiskBlobStore(settings.data_dir / "blobs"),
+        blob_store_for(settings),
         Staging(settings.data_dir / "uploads"),
-        node_id=settings.node_id,
+        node_id=settings.node,
         reservation_ttl=settings.reservation_ttl,
         storage_limit_gb=settings.storage_limit_gb,
         retention_days=settings.retention_days,
@@ -119,6 +119,12 @@ async def health(request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    if not settings.embedded and not settings.secret:
+        # Replicas must sign and verify with one secret; a per-data-dir secret would split them.
+        raise ValueError(
+            "a shared metadata database needs the signing secret given: set RUNCACHE_SECRET "
+            "(the same value on every replica)"
+        )
     service = build_service(settings)
     state = AppState(settings, service, build_authenticator(settings), UrlSigner(settings.derived_key("urls")))
 
@@ -162,6 +168,7 @@ async def _janitor(service: CacheService, interval: float = JANITOR_INTERVAL) ->
         (service.expire_uploads, "expired %d abandoned uploads"),
         (service.expire_idle_uploads, "expired %d idle uploads"),
         (service.enforce_retention, "removed %d cache entries past their retention limit"),
+        (service.collect_orphan_blobs, "removed %d blobs that no entry references"),
     )
     while True:
         await asyncio.sleep(interval)

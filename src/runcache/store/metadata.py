@@ -6,6 +6,7 @@ what makes reservations race-free across threads, processes and replicas.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -134,6 +135,10 @@ def _info(e: Entry) -> EntryInfo:
     )
 
 
+# Advisory-lock class ids (the first int of the two-int form), apart from the reserve lock's.
+_HOUSEKEEPING_LOCK_CLASS = 0x52430002
+
+
 class MetadataStore:
     def __init__(self, url: str, *, auto_migrate: bool | None = None) -> None:
         """Open the metadata database and make sure its schema is at head (store/migrations).
@@ -163,6 +168,31 @@ class MetadataStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def shared(self) -> bool:
+        """True when several server processes may use this database at once (PostgreSQL); SQLite is the
+        embedded default, one server per data directory."""
+        return self.dialect != "sqlite"
+
+    @contextlib.contextmanager
+    def housekeeping_turn(self, name: str) -> Iterator[bool]:
+        """Whether this process should run a global housekeeping pass now: on PostgreSQL one replica at a
+        time holds a session-level advisory lock for the pass (the others skip it, they will get another
+        turn); on SQLite there is only one server, so always."""
+        if self.dialect != "postgresql":
+            yield True
+            return
+        with self.engine.connect() as conn:
+            key = func.hashtext(f"runcache:housekeeping:{name}")
+            got = bool(conn.execute(select(func.pg_try_advisory_lock(_HOUSEKEEPING_LOCK_CLASS, key))).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(select(func.pg_advisory_unlock(_HOUSEKEEPING_LOCK_CLASS, key)))
+                    conn.commit()
 
     def reserve(
         self,

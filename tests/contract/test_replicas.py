@@ -1,0 +1,41 @@
+"""What lets several replicas share one PostgreSQL: one housekeeper at a time, distinct node names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runcache.config import Settings
+from runcache.store.metadata import MetadataStore
+
+
+def test_one_replica_at_a_time_runs_a_global_housekeeping_pass(pg_url: str) -> None:
+    first, second = MetadataStore(pg_url), MetadataStore(pg_url)
+    try:
+        with first.housekeeping_turn("retention") as mine:
+            assert mine
+            with second.housekeeping_turn("retention") as theirs:
+                assert not theirs  # skipped, not blocked
+            with second.housekeeping_turn("orphan-blobs") as other_pass:
+                assert other_pass  # passes are locked apart
+        with second.housekeeping_turn("retention") as theirs:
+            assert theirs  # released after the pass
+    finally:
+        first.close()
+        second.close()
+
+
+def test_sqlite_always_runs_housekeeping(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.housekeeping_turn("retention") as mine, store.housekeeping_turn("retention") as again:
+            assert mine and again
+        assert not store.shared
+    finally:
+        store.close()
+
+
+def test_two_data_directories_on_one_host_are_two_nodes(tmp_path: Path) -> None:
+    a = Settings.from_env({}, data_dir=tmp_path / "a")
+    b = Settings.from_env({}, data_dir=tmp_path / "b")
+    assert a.node != b.node and a.node.split(":")[0] == b.node.split(":")[0]
+    assert Settings.from_env({"RUNCACHE_NODE_ID": "replica-1"}, data_dir=tmp_path / "a").node == "replica-1"
