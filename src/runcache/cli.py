@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         public_url=args.public_url,
         database_url=args.database_url,
+        blobs=args.blobs,
         reservation_ttl=args.reservation_ttl,
         upload_idle_timeout=args.upload_idle_timeout,
         url_ttl=args.url_ttl,
@@ -237,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--database-url",
         help="SQLAlchemy URL for metadata (env RUNCACHE_DATABASE_URL; default: SQLite in the data directory)",
+    )
+    p.add_argument(
+        "--blobs",
+        help="where finished archives live: s3://BUCKET/PREFIX (endpoint and credentials from AWS_* variables) "
+        "or a directory (env RUNCACHE_BLOBS; default: blobs/ in the data directory)",
     )
     p.add_argument(
         "--reservation-ttl",

@@ -1,0 +1,338 @@
+"""Blob store on an S3-compatible object store: blob `name` is the object `<prefix>/<name>` in one bucket.
+
+Configured by `--blobs s3://bucket/prefix`; the endpoint, region and credentials come from the environment
+the way every boto3 program reads them (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION or
+AWS_REGION, AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3), plus RUNCACHE_S3_ENDPOINT for a runcache-only
+endpoint. The client is boto3's synchronous one: the service calls the store from worker threads, and
+`open_range`, the one call made on the event loop, moves each blocking read to a thread.
+
+Integrity: every object carries its SHA-256 as metadata `sha256`. A small blob goes up in one PUT whose
+ChecksumSHA256 is the expected digest, so the server itself refuses bytes that do not match; a large one
+goes up as a multipart upload in which each part carries its own ChecksumSHA256 (the server checks what
+it received) while we hash the whole stream and abort, before completing, if it differs from the
+expected digest (S3 offers SHA-256 only per part for multipart objects, never over the whole object).
+
+No overwrite: writes are conditional (If-None-Match: *), which S3, MinIO, SeaweedFS and others honour. A
+server that answers 501 NotImplemented to the condition makes the store fall back, for its lifetime, to a
+HEAD before the write; then two writers of one name in the same instant could both pass the HEAD and the
+later write would win. runcache names blobs by entry id under an exclusive commit claim, so that window
+only matters to a second runcache pointed at the same bucket and prefix with another database.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from runcache.store.blobs import BlobMissing, BlobStats
+
+MIB = 1024 * 1024
+# S3's floor for every part but the last, and its ceiling on the number of parts.
+MIN_PART = 5 * MIB
+MAX_PARTS = 10_000
+# Blobs up to one part go up in a single PUT; larger ones in parts of this size (memory: one part).
+DEFAULT_PART = 8 * MIB
+_READ = MIB
+# Up to this many names are checked with parallel HEADs; more, with one listing of the prefix.
+_HEAD_BATCH = 32
+
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _missing(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _code(exc) in _MISSING or status == 404
+
+
+def _exists_error(exc: ClientError) -> bool:
+    # 412 is the answer to If-None-Match: *; 409 is what some servers send for a concurrent conditional write.
+    return _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _not_implemented(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _code(exc) == "NotImplemented" or status == 501
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def _chunks(paths: list[Path], part_size: int) -> Iterator[bytes]:
+    """The files laid end to end, cut into parts of exactly `part_size` bytes (the last may be shorter):
+    small files merge into one part and large ones split, whatever the staging block sizes were."""
+    buf = bytearray()
+    for path in paths:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(part_size - len(buf)):
+                buf += chunk
+                if len(buf) == part_size:
+                    yield bytes(buf)
+                    buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+def make_client(env: dict[str, str] | None = None, *, checksums: bool = True) -> Any:
+    """A boto3 S3 client as boto3 configures itself from the environment, with RUNCACHE_S3_* on top."""
+    env = dict(os.environ if env is None else env)
+    options: dict[str, Any] = {
+        # Parallel HEADs and concurrent downloads each hold a connection.
+        "max_pool_connections": 32,
+        "retries": {"mode": "standard", "max_attempts": 5},
+    }
+    style = env.get("RUNCACHE_S3_ADDRESSING_STYLE", "")
+    if style:
+        options["s3"] = {"addressing_style": style}
+    if not checksums:
+        # Servers without the flexible-checksum headers reject botocore's default CRC32 on every write.
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+    kwargs: dict[str, Any] = {"config": Config(**options)}
+    endpoint = env.get("RUNCACHE_S3_ENDPOINT", "")
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    if not env.get("AWS_DEFAULT_REGION") and env.get("AWS_REGION"):
+        kwargs["region_name"] = env["AWS_REGION"]  # botocore itself reads only AWS_DEFAULT_REGION
+    return boto3.session.Session().client("s3", **kwargs)
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        part_size: int = DEFAULT_PART,
+        checksums: bool = True,
+    ) -> None:
+        if part_size < MIN_PART:
+            raise ValueError(f"S3 parts must be at least {MIN_PART} bytes, got {part_size}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client if client is not None else make_client(checksums=checksums)
+        self.part_size = part_size
+        self.checksums = checksums
+        self.conditional = True  # turned off for good if the server answers If-None-Match with 501
+
+    @classmethod
+    def from_url(cls, url: str, env: dict[str, str] | None = None) -> S3BlobStore:
+        """`s3://bucket/prefix`. RUNCACHE_S3_CHECKSUMS=0 leaves out SHA-256 checksum headers, for servers
+        that do not know them (the digest is still kept as metadata and checked while uploading)."""
+        env = dict(os.environ if env is None else env)
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"blob store URL must look like s3://bucket/prefix, got {url!r}")
+        checksums = env.get("RUNCACHE_S3_CHECKSUMS", "1").lower() not in ("0", "false", "no", "off")
+        return cls(parts.netloc, parts.path, client=make_client(env, checksums=checksums), checksums=checksums)
+
+    def check(self) -> None:
+        """Fail at start-up, in one line, when the bucket cannot be reached, rather than at the first save."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            raise ValueError(
+                f"S3 bucket {self.bucket!r} at {self.client.meta.endpoint_url}: {_code(exc) or exc}"
+            ) from exc
+
+    def key(self, name: str) -> str:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid blob name {name!r}")
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _list_prefix(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
+        self.put_parts(name, [path], size=size, sha256=sha256)
+
+    def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
+        if sum(p.stat().st_size for p in paths) != size:
+            raise ValueError(f"blob {name}: files add up to {sum(p.stat().st_size for p in paths)}, expected {size}")
+        key = self.key(name)
+        # Also with conditional writes: refuse before sending gigabytes, not at the final request.
+        if self.contains(name):
+            raise FileExistsError(f"blob {key} already exists in bucket {self.bucket}")
+        # Within S3's 10,000 parts for any size (10 GB at 8 MiB is 1,280 parts).
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        if size <= part_size:
+            self._put_single(key, paths, size, sha256)
+        else:
+            self._put_multipart(key, paths, size, sha256, part_size)
+        for p in paths:  # ours now: the object holds the bytes
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    def _put_single(self, key: str, paths: list[Path], size: int, sha256: str) -> None:
+        body = b"".join(_chunks(paths, max(size, 1)))  # at most one part's worth
+        if hashlib.sha256(body).hexdigest() != sha256:
+            raise ValueError(f"{key}: staged bytes do not match SHA-256 {sha256}")
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body, "Metadata": {"sha256": sha256}}
+        if self.checksums:
+            args["ChecksumSHA256"] = _b64(bytes.fromhex(sha256))  # the server checks the expected digest
+        self._conditional_write(key, self.client.put_object, args)
+
+    def _put_multipart(self, key: str, paths: list[Path], size: int, sha256: str, part_size: int) -> None:
+        create: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": {"sha256": sha256}}
+        if self.checksums:
+            create["ChecksumAlgorithm"] = "SHA256"
+        upload_id = self.client.create_multipart_upload(**create)["UploadId"]
+        try:
+            whole = hashlib.sha256()
+            done: list[dict[str, Any]] = []
+            sent = 0
+            for number, chunk in enumerate(_chunks(paths, part_size), start=1):
+                whole.update(chunk)
+                sent += len(chunk)
+                args: dict[str, Any] = {
+                    "Bucket": self.bucket,
+                    "Key": key,
+                    "UploadId": upload_id,
+                    "PartNumber": number,
+                    "Body": chunk,
+                }
+                part: dict[str, Any] = {"PartNumber": number}
+                if self.checksums:
+                    args["ChecksumSHA256"] = part["ChecksumSHA256"] = _b64(hashlib.sha256(chunk).digest())
+                part["ETag"] = self.client.upload_part(**args)["ETag"]
+                done.append(part)
+            if sent != size or whole.hexdigest() != sha256:
+                raise ValueError(f"{key}: staged bytes ({sent}) do not match size {size} and SHA-256 {sha256}")
+            complete = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": done}}
+            self._conditional_write(key, self.client.complete_multipart_upload, complete)
+        except BaseException:
+            # Uncompleted parts cost storage until aborted (see docs/deployment.md for the lifecycle rule
+            # that catches what a crash leaves).
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+
+    def _conditional_write(self, key: str, call: Any, args: dict[str, Any]) -> None:
+        if self.conditional:
+            try:
+                call(**args, IfNoneMatch="*")
+                return
+            except ClientError as exc:
+                if _exists_error(exc):
+                    raise FileExistsError(f"blob {key} already exists in bucket {self.bucket}") from exc
+                if not _not_implemented(exc):
+                    raise
+            # The server does not do conditional writes: HEAD-then-write from now on (module docstring).
+            self.conditional = False
+        if self._head(key) is not None:
+            raise FileExistsError(f"blob {key} already exists in bucket {self.bucket}")
+        call(**args)
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def size(self, name: str) -> int | None:
+        head = self._head(self.key(name))
+        return None if head is None else int(head["ContentLength"])
+
+    def contains(self, name: str) -> bool:
+        return self._head(self.key(name)) is not None
+
+    def contains_many(self, names: Iterable[str]) -> set[str]:
+        """A lookup's few candidates: parallel HEADs, one round trip of latency whatever the bucket holds.
+        Many names: one listing of the prefix, whose cost grows with the bucket (1,000 keys a page) but not
+        with the number of names asked about."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return set()
+        if len(wanted) > _HEAD_BATCH:
+            present = {n for n, _ in self._listing()}
+            return {n for n in wanted if n in present}
+        if len(wanted) == 1:
+            return {n for n in wanted if self.contains(n)}
+        with ThreadPoolExecutor(max_workers=min(len(wanted), 16)) as pool:
+            found = pool.map(self.contains, wanted)
+            return {n for n, ok in zip(wanted, found, strict=True) if ok}
+
+    async def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) streamed from one ranged GET, a MiB per read, each read in a worker thread."""
+        key = self.key(name)
+        if start >= end:
+            if not await anyio.to_thread.run_sync(self.contains, name):
+                raise BlobMissing(name)
+            return
+        try:
+            resp = await anyio.to_thread.run_sync(
+                lambda: self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+            )
+        except ClientError as exc:
+            if _missing(exc):
+                raise BlobMissing(name) from exc
+            raise
+        body = resp["Body"]
+        try:
+            remaining = end - start
+            while remaining:
+                chunk = await anyio.to_thread.run_sync(body.read, min(_READ, remaining))
+                if not chunk:
+                    raise BlobMissing(f"{name}: object is shorter than recorded")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            # An unfinished body would otherwise keep its connection out of the pool until collected.
+            body.close()
+
+    # -- listing, deletion, statistics ----------------------------------------------------------------
+
+    def _listing(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        prefix = self._list_prefix()
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix) :]
+                if name and "/" not in name:  # anything deeper is not ours
+                    yield name, obj
+
+    def delete(self, name: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self._listing()]
+
+    def names_with_age(self) -> Iterator[tuple[str, float]]:
+        now = time.time()
+        for name, obj in self._listing():
+            yield name, now - obj["LastModified"].timestamp()
+
+    def stats(self) -> BlobStats:
+        count = total = 0
+        for _, obj in self._listing():
+            count += 1
+            total += int(obj["Size"])
+        return BlobStats(count, total)
