@@ -3,6 +3,7 @@ S3 server (SeaweedFS, tests/s3server.py). A backend passes only if the service c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from botocore.exceptions import ClientError
 
 from runcache.store.blobs import BlobMissing, BlobStore
 from runcache.store.disk import DiskBlobStore
@@ -203,3 +205,82 @@ def test_conditional_write_refuses_a_blob_that_appears_during_the_upload(seaweed
     assert path.exists()  # not consumed: the commit failed
     assert read(store, "31", 0, 6) == b"winner"
     assert store.conditional  # the server honoured If-None-Match: no fallback to HEAD-then-PUT
+
+
+def s3_store(seaweed: SeaweedFS, client: object = None, **kwargs: object) -> S3BlobStore:
+    prefix = f"t-{uuid.uuid4().hex[:12]}"
+    return S3BlobStore(seaweed.bucket, prefix, client=client or seaweed.client(), part_size=MIN_PART, **kwargs)
+
+
+def test_without_conditional_writes_the_store_heads_before_writing(seaweed: SeaweedFS, tmp_path: Path) -> None:
+    """A server that answers If-None-Match with 501: the store falls back to HEAD-then-write, for good."""
+    client = seaweed.client()
+    store = s3_store(seaweed, client)
+    real = {"put_object": client.put_object, "complete_multipart_upload": client.complete_multipart_upload}
+    refused: list[str] = []
+
+    def no_conditions(op: str):
+        def call(**kwargs: object) -> dict:
+            if "IfNoneMatch" in kwargs:
+                refused.append(op)
+                error = {"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}
+                raise ClientError(error, op)
+            return real[op](**kwargs)
+
+        return call
+
+    for op in real:
+        setattr(client, op, no_conditions(op))
+    store.put_file("41", staged(tmp_path, b"first"), size=5, sha256=sha(b"first"))
+    assert refused == ["put_object"] and not store.conditional
+    big = os.urandom(6 * MIB)
+    store.put_file("42", staged(tmp_path, big), size=len(big), sha256=sha(big))
+    assert refused == ["put_object"]  # no second attempt at a condition once refused
+    assert read(store, "42", 0, len(big)) == big
+    with pytest.raises(FileExistsError):
+        store.put_file("41", staged(tmp_path, b"other"), size=5, sha256=sha(b"other"))
+    assert read(store, "41", 0, 5) == b"first"
+
+
+def test_from_url_and_environment(seaweed: SeaweedFS, tmp_path: Path) -> None:
+    """`s3://bucket/prefix` plus boto3's own variables, or RUNCACHE_S3_ENDPOINT; checksum headers can be
+    turned off for stores that reject them, and the digest is still checked and kept as metadata."""
+    env = {k: v for k, v in seaweed.env.items() if not k.startswith("AWS_ENDPOINT")}
+    env |= {"RUNCACHE_S3_ENDPOINT": seaweed.endpoint, "RUNCACHE_S3_CHECKSUMS": "0"}
+    store = S3BlobStore.from_url(f"s3://{seaweed.bucket}/a/b-{uuid.uuid4().hex[:8]}/", env)
+    assert store.prefix.startswith("a/b-") and not store.prefix.endswith("/")
+    assert not store.checksums
+    store.check()
+    data = os.urandom(9 * MIB)
+    store.part_size = MIN_PART
+    store.put_file("51", staged(tmp_path, data), size=len(data), sha256=sha(data))
+    assert read(store, "51", MIN_PART - 2, MIN_PART + 2) == data[MIN_PART - 2 : MIN_PART + 2]
+    head = seaweed.client().head_object(Bucket=seaweed.bucket, Key=store.key("51"))
+    assert head["Metadata"]["sha256"] == sha(data)
+    with pytest.raises(ValueError, match="no-such-bucket"):
+        S3BlobStore.from_url("s3://no-such-bucket/x", env).check()
+    for bad in ("s3:///x", "http://bucket/x"):
+        with pytest.raises(ValueError):
+            S3BlobStore.from_url(bad, env)
+
+
+def test_abandoned_reads_give_their_connections_back(seaweed: SeaweedFS, tmp_path: Path) -> None:
+    """Downloads dropped after their first chunk (more of them than the client pool's 32 connections) leave
+    the store working: each ends without reading its body out, and a full read afterwards is intact."""
+    store = s3_store(seaweed)
+    data = os.urandom(4 * MIB)
+    store.put_file("61", staged(tmp_path, data), size=len(data), sha256=sha(data))
+
+    async def first_chunks() -> list[bytes]:
+        out = []
+        with anyio.fail_after(60):
+            for _ in range(40):
+                async with contextlib.aclosing(store.open_range("61", 0, len(data))) as chunks:
+                    async for chunk in chunks:
+                        out.append(chunk)
+                        break
+        return out
+
+    got = anyio.run(first_chunks)
+    assert all(c == data[: len(c)] for c in got)
+    assert read(store, "61", 0, len(data)) == data

@@ -26,8 +26,9 @@ import contextlib
 import hashlib
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,11 +107,18 @@ def make_client(env: dict[str, str] | None = None, *, checksums: bool = True) ->
         options["request_checksum_calculation"] = "when_required"
         options["response_checksum_validation"] = "when_required"
     kwargs: dict[str, Any] = {"config": Config(**options)}
-    endpoint = env.get("RUNCACHE_S3_ENDPOINT", "")
+    # Taken from `env` explicitly (the same variables boto3 reads from the process environment), so a
+    # caller's env is obeyed; profiles, instance roles and web identity stay boto3's own chain.
+    endpoint = env.get("RUNCACHE_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         kwargs["endpoint_url"] = endpoint
-    if not env.get("AWS_DEFAULT_REGION") and env.get("AWS_REGION"):
-        kwargs["region_name"] = env["AWS_REGION"]  # botocore itself reads only AWS_DEFAULT_REGION
+    region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")  # botocore reads only the first
+    if region:
+        kwargs["region_name"] = region
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs["aws_access_key_id"] = env["AWS_ACCESS_KEY_ID"]
+        kwargs["aws_secret_access_key"] = env["AWS_SECRET_ACCESS_KEY"]
+        kwargs["aws_session_token"] = env.get("AWS_SESSION_TOKEN") or None
     return boto3.session.Session().client("s3", **kwargs)
 
 
@@ -123,6 +131,7 @@ class S3BlobStore:
         client: Any = None,
         part_size: int = DEFAULT_PART,
         checksums: bool = True,
+        concurrency: int = 4,
     ) -> None:
         if part_size < MIN_PART:
             raise ValueError(f"S3 parts must be at least {MIN_PART} bytes, got {part_size}")
@@ -131,6 +140,7 @@ class S3BlobStore:
         self.client = client if client is not None else make_client(checksums=checksums)
         self.part_size = part_size
         self.checksums = checksums
+        self.concurrency = max(1, concurrency)
         self.conditional = True  # turned off for good if the server answers If-None-Match with 501
 
     @classmethod
@@ -201,21 +211,22 @@ class S3BlobStore:
             whole = hashlib.sha256()
             done: list[dict[str, Any]] = []
             sent = 0
-            for number, chunk in enumerate(_chunks(paths, part_size), start=1):
-                whole.update(chunk)
-                sent += len(chunk)
-                args: dict[str, Any] = {
-                    "Bucket": self.bucket,
-                    "Key": key,
-                    "UploadId": upload_id,
-                    "PartNumber": number,
-                    "Body": chunk,
-                }
-                part: dict[str, Any] = {"PartNumber": number}
-                if self.checksums:
-                    args["ChecksumSHA256"] = part["ChecksumSHA256"] = _b64(hashlib.sha256(chunk).digest())
-                part["ETag"] = self.client.upload_part(**args)["ETag"]
-                done.append(part)
+            # Parts go up `concurrency` at a time (one connection each is what S3 throughput scales with);
+            # reading waits for the oldest, so memory holds at most concurrency + 1 parts.
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                pending: deque[Future[dict[str, Any]]] = deque()
+                try:
+                    for number, chunk in enumerate(_chunks(paths, part_size), start=1):
+                        whole.update(chunk)
+                        sent += len(chunk)
+                        pending.append(pool.submit(self._upload_part, key, upload_id, number, chunk))
+                        if len(pending) >= self.concurrency:
+                            done.append(pending.popleft().result())
+                    while pending:
+                        done.append(pending.popleft().result())
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)  # no part may land after the abort
+                    raise
             if sent != size or whole.hexdigest() != sha256:
                 raise ValueError(f"{key}: staged bytes ({sent}) do not match size {size} and SHA-256 {sha256}")
             complete = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": done}}
@@ -226,6 +237,15 @@ class S3BlobStore:
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
+
+    def _upload_part(self, key: str, upload_id: str, number: int, chunk: bytes) -> dict[str, Any]:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number}
+        part: dict[str, Any] = {"PartNumber": number}
+        if self.checksums:
+            # The server refuses a part whose bytes do not hash to this (BadDigest).
+            args["ChecksumSHA256"] = part["ChecksumSHA256"] = _b64(hashlib.sha256(chunk).digest())
+        part["ETag"] = self.client.upload_part(**args, Body=chunk)["ETag"]
+        return part
 
     def _conditional_write(self, key: str, call: Any, args: dict[str, Any]) -> None:
         if self.conditional:
