@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from runcache.core.errors import InvalidRequest, NotFound, UploadBusy
+from runcache.core.errors import InvalidRequest, NotFound, UploadBusy, UploadElsewhere
 from runcache.core.eviction import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_STORAGE_LIMIT_GB,
@@ -174,12 +174,24 @@ class CacheService:
     def upload_open(self, upload_id: int) -> EntryInfo:
         """Upload target for a signed URL (the signature already proved who may write it)."""
         entry = self.metadata.get(upload_id)
-        if entry is None or entry.state != UPLOADING or not self.staging.exists(upload_id):
+        if entry is None or entry.state != UPLOADING:
+            raise NotFound(f"no upload in progress with id {upload_id}")
+        self._here(entry)
+        if not self.staging.exists(upload_id):
             raise NotFound(f"no upload in progress with id {upload_id}")
         return entry
 
+    def _here(self, entry: EntryInfo) -> None:
+        """Upload bytes are staged on the replica that reserved the upload: say so, rather than 404."""
+        if entry.node != self.node_id:
+            raise UploadElsewhere(
+                f"upload {entry.id} is staged on replica {entry.node!r}, not on {self.node_id!r}: route a job's "
+                "cache calls to one replica (e.g. nginx ip_hash)"
+            )
+
     def chunk_writer(self, entry: EntryInfo, start: int, end: int) -> RangeWriter:
         """v1 PATCH: bytes [start, end) of the caller's upload, within its declared size and the caps."""
+        self._here(entry)
         check_upload_end(end, entry.declared_size, self._entry_cap(entry.repository))
         return self.staging.range_writer(
             entry.id, start, end, cap=self._entry_cap(entry.repository), guard=self._guard_space
@@ -187,9 +199,11 @@ class CacheService:
 
     def whole_writer(self, entry: EntryInfo) -> RangeWriter:
         """Azure Put Blob: the whole archive in one body."""
+        self._here(entry)
         return self.staging.whole_writer(entry.id, cap=self._entry_cap(entry.repository), guard=self._guard_space)
 
     def block_writer(self, entry: EntryInfo, block_id: str) -> BlockWriter:
+        self._here(entry)
         return self.staging.block_writer(
             entry.id,
             block_id,
@@ -199,6 +213,7 @@ class CacheService:
         )
 
     def put_block_list(self, entry: EntryInfo, block_ids: list[str]) -> int:
+        self._here(entry)
         size = self.staging.commit_blocks(entry.id, block_ids, max_blocks=self.upload_limits.max_blocks_per_upload)
         check_upload_end(size, entry.declared_size, self._entry_cap(entry.repository))
         return size
@@ -248,6 +263,7 @@ class CacheService:
             if current.declared_size is not None and current.declared_size >= 0 and current.declared_size != size:
                 raise InvalidRequest(f"commit size {size} differs from the reserved cacheSize {current.declared_size}")
             check_upload_end(size, None, self._entry_cap(current.repository))
+            self._here(current)
             self.staging.seal(current.id)
             try:
                 paths, sha256 = self.staging.finalize(current.id, size)

@@ -39,3 +39,26 @@ def test_two_data_directories_on_one_host_are_two_nodes(tmp_path: Path) -> None:
     b = Settings.from_env({}, data_dir=tmp_path / "b")
     assert a.node != b.node and a.node.split(":")[0] == b.node.split(":")[0]
     assert Settings.from_env({"RUNCACHE_NODE_ID": "replica-1"}, data_dir=tmp_path / "a").node == "replica-1"
+
+
+def test_bytes_sent_to_the_wrong_replica_get_a_clear_answer(tmp_path: Path, pg_url: str) -> None:
+    from helpers import Server
+    from wire import v1_commit, v1_patch, v1_reserve, v2_create
+
+    env = {"RUNCACHE_SECRET": "replica-test-secret"}
+    a = Server(tmp_path / "a", extra_args=["--database-url", pg_url], env=env).start()
+    b = Server(tmp_path / "b", extra_args=["--database-url", pg_url], env=env).start()
+    try:
+        tok = a.token()
+        cid = v1_reserve(a, tok, "k", 4).json()["cacheId"]
+        wrong = v1_patch(b, tok, cid, 0, b"data")
+        assert wrong.status_code == 409 and "is staged on replica" in wrong.json()["message"]
+        assert v1_patch(a, tok, cid, 0, b"data").status_code == 204
+        assert v1_commit(b, tok, cid, 4).status_code == 409
+        assert v1_commit(a, tok, cid, 4).status_code == 204
+        # v2: the signed upload URL names the reserving replica, so the bytes land where they belong.
+        created = v2_create(b, tok, "k2")
+        assert created["ok"] and created["signed_upload_url"].startswith(b.url)
+    finally:
+        a.stop()
+        b.stop()

@@ -55,3 +55,7 @@ class TooManyUploads(CacheError):
 
 class UploadBusy(CacheError):
     """A commit while bytes are still arriving for the upload (the commit must wait for them)."""
+
+
+class UploadElsewhere(CacheError):
+    """Bytes or a commit for an upload staged on another replica (upload staging is per replica)."""

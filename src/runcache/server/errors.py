@@ -14,6 +14,7 @@ from runcache.core.errors import (
     TooManyUploads,
     Unauthenticated,
     UploadBusy,
+    UploadElsewhere,
     WriteDenied,
 )
 
@@ -25,6 +26,7 @@ _TABLE: list[tuple[type[CacheError], int, str, str]] = [
     (NotFound, 404, "not_found", "BlobNotFound"),
     (AlreadyExists, 409, "already_exists", "BlobAlreadyExists"),
     (UploadBusy, 409, "failed_precondition", "ConditionNotMet"),
+    (UploadElsewhere, 409, "failed_precondition", "ConditionNotMet"),
     (StorageFull, 507, "resource_exhausted", "InsufficientAccountPermissions"),
     (TooManyUploads, 429, "resource_exhausted", "ServerBusy"),
     (EntryTooLarge, 413, "invalid_argument", "RequestBodyTooLarge"),

@@ -35,6 +35,7 @@ from runcache.core.errors import (
     StorageFull,
     TooManyUploads,
     UploadBusy,
+    UploadElsewhere,
     WriteDenied,
 )
 from runcache.server import cacheservice_pb2 as pb
@@ -110,7 +111,7 @@ async def finalize_entry(request: Request, body: dict[str, Any]) -> dict[str, An
     size = parse_int(_field(body, "size_bytes") or 0, "size_bytes", minimum=0)
     try:
         committed = await run_in_threadpool(svc.finalize_by_key, ident, _str(body, "key"), _str(body, "version"), size)
-    except (NotFound, IncompleteUpload, WriteDenied, UploadBusy, EntryTooLarge) as exc:
+    except (NotFound, IncompleteUpload, WriteDenied, UploadBusy, UploadElsewhere, EntryTooLarge) as exc:
         return {"ok": False, "entry_id": "0", "message": str(exc)}
     return {"ok": True, "entry_id": str(committed.id), "message": ""}
 

@@ -111,6 +111,7 @@ class EntryInfo:
     last_accessed_at: datetime
     reserved_at: datetime
     owner: str | None = None
+    node: str = ""  # the replica whose disk stages the upload
 
     @property
     def candidate(self) -> Candidate:
@@ -132,6 +133,7 @@ def _info(e: Entry) -> EntryInfo:
         e.last_accessed_at,
         e.reserved_at,
         e.owner,
+        e.node,
     )
 
 
