@@ -23,8 +23,10 @@ from sqlalchemy import (
     event,
     func,
     literal,
+    literal_column,
     select,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -347,26 +349,28 @@ class MetadataStore:
         for prefix in prefixes:
             check_key_text(prefix)
         cols = (Entry.id, Entry.scope, Entry.key, Entry.version, Entry.created_at)
+        # The columns of ix_entry_committed_lookup in order, its predicate as a literal: each part below
+        # reads only index entries of this repository, version and scopes, exact keys or one key range.
         base = (
             *_in_repository(repository),
             Entry.version == version,
-            Entry.state == COMMITTED,
             Entry.scope.in_(list(scopes)),
+            _COMMITTED_ONLY,
         )
-        queries = [select(*cols).where(*base, Entry.key_folded.in_(list(prefixes)))]
+        parts = [select(*cols).where(*base, Entry.key_folded.in_(list(prefixes)))]
         for p in prefixes:
             rank = (
                 func.row_number()
                 .over(partition_by=Entry.scope, order_by=(Entry.created_at.desc(), Entry.id.desc()))
                 .label("rank")
             )
-            ranked = select(*cols, rank).where(*base, Entry.key_folded.startswith(p, autoescape=True)).subquery()
-            queries.append(select(*[ranked.c[c.key] for c in cols]).where(ranked.c.rank == 1))
+            ranked = select(*cols, rank).where(*base, *_starts_with(Entry.key_folded, p, self.dialect)).subquery()
+            parts.append(select(*[ranked.c[c.key] for c in cols]).where(ranked.c.rank == 1))
         seen: dict[int, Candidate] = {}
         with self._session() as s:
-            for q in queries:
-                for row in s.execute(q):
-                    seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], row[4]))
+            # One statement, one round trip, however many restore keys.
+            for row in s.execute(union_all(*parts)):
+                seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], row[4]))
         return list(seen.values())
 
     def touch(self, entry_id: int) -> bool:
@@ -430,7 +434,8 @@ class MetadataStore:
             check_key_text(key_prefix, what="Key prefix")
         if ref:
             check_scope(ref)
-        where = [*_in_repository(repository), Entry.state == COMMITTED]
+        # The literal predicate lets the partial ix_entry_committed_<sort> indexes serve the page.
+        where = [*_in_repository(repository), _COMMITTED_ONLY]
         if key_prefix:
             where.append(Entry.key_folded.startswith(fold(key_prefix), autoescape=True))
         if ref:
@@ -439,11 +444,15 @@ class MetadataStore:
             where.append(Entry.created_at <= created_before)
         column = {"created_at": Entry.created_at, "last_accessed_at": Entry.last_accessed_at}.get(sort, Entry.size)
         order = [column.asc(), Entry.id.asc()] if direction == "asc" else [column.desc(), Entry.id.desc()]
+        # The page's ids first, then its rows: the ids come from the sort index alone (PostgreSQL: an
+        # index-only scan), so a deep OFFSET skips index entries, not table rows.
+        page = select(Entry.id).where(*where).order_by(*order).offset(offset)
+        if limit is not None:
+            page = page.limit(limit)
+        ids = page.subquery()
         with self._session() as s:
-            total = s.scalar(select(func.count()).select_from(Entry).where(*where)) or 0
-            q = select(Entry).where(*where).order_by(*order).offset(offset)
-            if limit is not None:
-                q = q.limit(limit)
+            total = s.scalar(select(func.count(Entry.id)).where(*where)) or 0
+            q = select(Entry).join(ids, Entry.id == ids.c.id).order_by(*order)
             return total, [_info(e) for e in s.scalars(q).all()]
 
     def entries_with_key(self, *, repository: str, key: str, ref: str | None = None) -> list[EntryInfo]:
@@ -667,6 +676,36 @@ def open_engine(url: str) -> Engine:
 def _in_repository(repository: str) -> list:
     # SQL lower() on the column and fold_repository on the argument: the same ASCII folding.
     return [func.lower(Entry.repository) == fold_repository(repository)]
+
+
+# `state = 'committed'` written out, not bound: the partial indexes' predicate, which the planners match
+# only against a literal (SQLite always; PostgreSQL in a generic plan of a prepared statement).
+_COMMITTED_ONLY = Entry.state == literal_column(f"'{COMMITTED}'")
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix`, in code point order (= UTF-8 byte
+    order); None when there is none (the prefix is all U+10FFFF)."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            following = 0xE000 if 0xD800 <= last + 1 <= 0xDFFF else last + 1  # surrogates are no characters
+            return "".join(chars) + chr(following)
+    return None
+
+
+def _starts_with(column, prefix: str, dialect: str) -> list:
+    """`column` starts with `prefix`, as a byte-order range an index can seek: LIKE 'p%' cannot use one
+    on SQLite (its LIKE ignores case) nor on PostgreSQL with a bound parameter or a non-C collation.
+    PostgreSQL's ~>=~ / ~<~ compare bytewise and match the text_pattern_ops index; SQLite's BINARY
+    collation already compares bytes."""
+    if dialect == "postgresql":
+        ge, lt = column.op("~>=~", is_comparison=True), column.op("~<~", is_comparison=True)
+    else:
+        ge, lt = column.__ge__, column.__lt__
+    end = _prefix_end(prefix)
+    return [ge(prefix)] if end is None else [ge(prefix), lt(end)]
 
 
 def _owned_by(owner: str):

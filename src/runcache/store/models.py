@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 UPLOADING = "uploading"
@@ -46,7 +46,6 @@ class Entry(Base):
     __table_args__ = (
         # Immutability: one entry (finished or in flight) per repository, scope, folded key and version.
         UniqueConstraint("repository", "scope", "key_folded", "version", name="uq_entry_identity"),
-        Index("ix_entry_lookup", "repository", "version", "key_folded"),
         Index("ix_entry_state_reserved", "state", "reserved_at"),
         # Ids are never reused: a stale signed URL or upload id must not reach a newer entry.
         {"sqlite_autoincrement": True},
@@ -65,6 +64,35 @@ Index(
     unique=True,
 )
 Index("ix_entry_state_accessed", Entry.state, Entry.last_accessed_at)
+
+# Lookups and the management list see committed entries only, so their indexes are partial (both engines
+# have them): in-flight uploads cost them nothing. Queries must repeat the predicate as a literal
+# (`_COMMITTED_ONLY` in store/metadata.py): neither SQLite nor a generic PostgreSQL plan matches a
+# partial index's predicate against a bound parameter.
+COMMITTED_ONLY_SQL = f"state = '{COMMITTED}'"
+_committed = {"sqlite_where": text(COMMITTED_ONLY_SQL), "postgresql_where": text(COMMITTED_ONLY_SQL)}
+# A lookup touches only its repository, version, scopes and key prefixes: equality down to the scope,
+# then the folded key, exact or as a range. text_pattern_ops (PostgreSQL) orders keys bytewise whatever
+# the database's collation, so a prefix is one contiguous range, as in SQLite's default BINARY order.
+Index(
+    "ix_entry_committed_lookup",
+    func.lower(Entry.repository),
+    Entry.version,
+    Entry.scope,
+    Entry.key_folded,
+    postgresql_ops={"key_folded": "text_pattern_ops"},
+    **_committed,
+)
+# The management list, one index per sort key: a page (however deep its OFFSET) walks index entries in
+# order instead of sorting the repository's rows; the id breaks ties as the query does. PostgreSQL also
+# stores the repository column (INCLUDE): it reads a page's ids by index-only scan only when every column
+# the query names is in the index, and lower(repository) alone does not count as `repository`.
+for _name, _column in (
+    ("ix_entry_committed_created", Entry.created_at),
+    ("ix_entry_committed_accessed", Entry.last_accessed_at),
+    ("ix_entry_committed_size", Entry.size),
+):
+    Index(_name, func.lower(Entry.repository), _column, Entry.id, postgresql_include=["repository"], **_committed)
 
 
 class RepositoryPolicy(Base):
