@@ -7,6 +7,7 @@ what makes reservations race-free across threads, processes and replicas.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,8 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Interval,
+    String,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -348,28 +351,15 @@ class MetadataStore:
             check_scope(scope)
         for prefix in prefixes:
             check_key_text(prefix)
-        cols = (Entry.id, Entry.scope, Entry.key, Entry.version, Entry.created_at)
-        # The columns of ix_entry_committed_lookup in order, its predicate as a literal: each part below
-        # reads only index entries of this repository, version and scopes, exact keys or one key range.
-        base = (
-            *_in_repository(repository),
-            Entry.version == version,
-            Entry.scope.in_(list(scopes)),
-            _COMMITTED_ONLY,
-        )
-        parts = [select(*cols).where(*base, Entry.key_folded.in_(list(prefixes)))]
-        for p in prefixes:
-            rank = (
-                func.row_number()
-                .over(partition_by=Entry.scope, order_by=(Entry.created_at.desc(), Entry.id.desc()))
-                .label("rank")
-            )
-            ranked = select(*cols, rank).where(*base, *_starts_with(Entry.key_folded, p, self.dialect)).subquery()
-            parts.append(select(*[ranked.c[c.key] for c in cols]).where(ranked.c.rank == 1))
+        ends = [_prefix_end(p) for p in prefixes]
+        params: dict[str, object] = {"repository": fold_repository(repository), "version": version}
+        params |= {"scopes": list(scopes), "keys": list(prefixes)}
+        for i, (p, end) in enumerate(zip(prefixes, ends, strict=True)):
+            params[f"p{i}"], params[f"e{i}"] = p, end
+        stmt = _candidates_statement(self.dialect, tuple(end is not None for end in ends))
         seen: dict[int, Candidate] = {}
-        with self._session() as s:
-            # One statement, one round trip, however many restore keys.
-            for row in s.execute(union_all(*parts)):
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt, params):
                 seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], row[4]))
         return list(seen.values())
 
@@ -695,16 +685,42 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
-def _starts_with(column, prefix: str, dialect: str) -> list:
-    """`column` starts with `prefix`, as a byte-order range an index can seek: LIKE 'p%' cannot use one
-    on SQLite (its LIKE ignores case) nor on PostgreSQL with a bound parameter or a non-C collation.
-    PostgreSQL's ~>=~ / ~<~ compare bytewise and match the text_pattern_ops index; SQLite's BINARY
-    collation already compares bytes."""
+@functools.lru_cache(maxsize=256)
+def _candidates_statement(dialect: str, bounded: tuple[bool, ...]):
+    """The lookup's one statement for this many prefixes (`bounded`: whether each has an upper end),
+    values left as bind parameters. Built once per shape: assembling a union of window queries costs
+    more Python time than SQLite takes to run it, and 16 concurrent lookups share one interpreter."""
+    cols = (Entry.id, Entry.scope, Entry.key, Entry.version, Entry.created_at)
+    # The columns of ix_entry_committed_lookup in order, its predicate as a literal: each part reads only
+    # index entries of this repository, version and scopes, exact keys or one key range.
+    base = (
+        func.lower(Entry.repository) == bindparam("repository"),
+        Entry.version == bindparam("version"),
+        Entry.scope.in_(bindparam("scopes", expanding=True)),
+        _COMMITTED_ONLY,
+    )
+    parts = [select(*cols).where(*base, Entry.key_folded.in_(bindparam("keys", expanding=True)))]
+    for i, has_end in enumerate(bounded):
+        rank = (
+            func.row_number()
+            .over(partition_by=Entry.scope, order_by=(Entry.created_at.desc(), Entry.id.desc()))
+            .label("rank")
+        )
+        start, end = bindparam(f"p{i}", type_=String()), bindparam(f"e{i}", type_=String()) if has_end else None
+        ranked = select(*cols, rank).where(*base, *_starts_with(Entry.key_folded, start, end, dialect)).subquery()
+        parts.append(select(*[ranked.c[c.key] for c in cols]).where(ranked.c.rank == 1))
+    return union_all(*parts)
+
+
+def _starts_with(column, prefix, end, dialect: str) -> list:
+    """`column` starts with `prefix` (`end` is `_prefix_end(prefix)`), as a byte-order range an index
+    can seek: LIKE 'p%' cannot use one on SQLite (its LIKE ignores case) nor on PostgreSQL with a bound
+    parameter or a non-C collation. PostgreSQL's ~>=~ / ~<~ compare bytewise and match the
+    text_pattern_ops index; SQLite's BINARY collation already compares bytes."""
     if dialect == "postgresql":
         ge, lt = column.op("~>=~", is_comparison=True), column.op("~<~", is_comparison=True)
     else:
         ge, lt = column.__ge__, column.__lt__
-    end = _prefix_end(prefix)
     return [ge(prefix)] if end is None else [ge(prefix), lt(end)]
 
 
