@@ -707,8 +707,10 @@ def _candidates_statement(dialect: str, bounded: tuple[bool, ...]):
             .label("rank")
         )
         start, end = bindparam(f"p{i}", type_=String()), bindparam(f"e{i}", type_=String()) if has_end else None
-        ranked = select(*cols, rank).where(*base, *_starts_with(Entry.key_folded, start, end, dialect)).subquery()
-        parts.append(select(*[ranked.c[c.key] for c in cols]).where(ranked.c.rank == 1))
+        # Ranked on ids alone, from columns the index holds (SQLite then never reads the matches' rows);
+        # only the winners' rows are read, by id.
+        ranked = select(Entry.id, rank).where(*base, *_starts_with(Entry.key_folded, start, end, dialect)).subquery()
+        parts.append(select(*cols).join(ranked, Entry.id == ranked.c.id).where(ranked.c.rank == 1))
     return union_all(*parts)
 
 

@@ -5,8 +5,8 @@ Revises: 0001
 Create Date: 2026-12-02
 
 Partial indexes over committed entries (`WHERE state = 'committed'`, which SQLite and PostgreSQL both
-support): one for lookups (folded repository, version, scope, folded key: a lookup reads only its own
-repository, version, scopes and key prefixes) and one per management sort key (folded repository, sort
+support): one for lookups (folded repository, version, scope, folded key, created_at: a lookup reads
+only its own repository, version, scopes and key prefixes) and one per management sort key (folded repository, sort
 column, id: a list page walks index entries in order, however deep its OFFSET, instead of sorting every
 row of the repository). `ix_entry_lookup` goes: it was on the unfolded repository, which no query
 compares since names fold, so it only cost writes.
@@ -33,9 +33,10 @@ LOWER_REPOSITORY = sa.text("lower(repository)")
 # name -> (columns or SQL expressions, PostgreSQL operator classes, PostgreSQL INCLUDE columns), in the
 # order the models declare them.
 INDEXES: dict[str, tuple[list, dict[str, str], list[str]]] = {
-    # text_pattern_ops: bytewise order on PostgreSQL whatever the collation, so a key prefix is one range.
+    # text_pattern_ops: bytewise order on PostgreSQL whatever the collation, so a key prefix is one range;
+    # created_at ranks prefix matches without reading their rows.
     "ix_entry_committed_lookup": (
-        [LOWER_REPOSITORY, "version", "scope", "key_folded"],
+        [LOWER_REPOSITORY, "version", "scope", "key_folded", "created_at"],
         {"key_folded": "text_pattern_ops"},
         [],
     ),
