@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CompoundSelect
 
 from runcache.core.errors import AlreadyExists, NotFound
 from runcache.core.eviction import Usage
@@ -686,7 +687,7 @@ def _prefix_end(prefix: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _candidates_statement(dialect: str, bounded: tuple[bool, ...]):
+def _candidates_statement(dialect: str, bounded: tuple[bool, ...]) -> CompoundSelect:
     """The lookup's one statement for this many prefixes (`bounded`: whether each has an upper end),
     values left as bind parameters. Built once per shape: assembling a union of window queries costs
     more Python time than SQLite takes to run it, and 16 concurrent lookups share one interpreter."""
