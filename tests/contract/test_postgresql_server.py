@@ -14,6 +14,7 @@ from wire import v1_lookup, v1_reserve, v1_restore, v1_save
 # Replicas share one signing secret; a server on PostgreSQL refuses to start without it.
 REPLICA_ENV = {"RUNCACHE_SECRET": "contract-tests-shared-secret"}
 
+
 def test_save_and_restore_through_v1_with_postgresql_metadata(tmp_path: Path, pg_url: str) -> None:
     # A plain postgresql:// URL as operators write it; the server migrates the empty database at start.
     url = pg_url.replace("postgresql+psycopg://", "postgresql://")
