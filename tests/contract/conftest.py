@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pg import Cluster, PostgresMissing
+from s3server import S3Missing, SeaweedFS
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'metadata.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedFS]:
+    """One SeaweedFS S3 server for the contract tests (tests/s3server.py)."""
+    try:
+        server = SeaweedFS().start()
+    except S3Missing as exc:
+        pytest.fail(str(exc), pytrace=False)  # a missing S3 server is a broken setup, never a skip
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,21 +16,9 @@ from botocore.exceptions import ClientError
 from runcache.store.blobs import BlobMissing, BlobStore
 from runcache.store.disk import DiskBlobStore
 from runcache.store.s3 import MIN_PART, S3BlobStore
-from s3server import S3Missing, SeaweedFS
+from s3server import SeaweedFS
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedFS]:
-    try:
-        server = SeaweedFS().start()
-    except S3Missing as exc:
-        pytest.fail(str(exc), pytrace=False)  # a missing S3 server is a broken setup, never a skip
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["disk", "s3"])

@@ -4,30 +4,17 @@ and serves both cache protocols from it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from helpers import Server
-from s3server import S3Missing, SeaweedFS
+from s3server import SeaweedFS
 from wire import auth, v1_restore, v1_save, v2_restore, v2_save, v2_url
 
 PREFIX = "ci/cache"
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedFS]:
-    try:
-        server = SeaweedFS().start()
-    except S3Missing as exc:
-        pytest.fail(str(exc), pytrace=False)  # a missing S3 server is a broken setup, never a skip
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_save_restore_and_delete_with_blobs_in_s3(tmp_path: Path, seaweed: SeaweedFS) -> None:
