@@ -41,6 +41,7 @@ class Settings:
     header_timeout: int = 10  # seconds a connection has to send a complete request head
     max_connections: int = 1000  # open connections; past it the longest-idle one is closed
     forward_max_body_mb: int = 64  # largest body forwarded to --results-upstream
+    db_pool_size: int = 20  # connections each process keeps to PostgreSQL (and as many more at peaks)
     node_id: str = ""  # empty: host name and data directory (see `node`)
 
     @classmethod

@@ -62,3 +62,20 @@ def test_bytes_sent_to_the_wrong_replica_get_a_clear_answer(tmp_path: Path, pg_u
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_postgresql_pool_is_sized_for_concurrent_requests(pg_url: str) -> None:
+    store = MetadataStore(pg_url, pool_size=7)
+    try:
+        assert store.engine.pool.size() == 7  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    default = MetadataStore(pg_url)
+    try:
+        assert default.engine.pool.size() == 20  # type: ignore[attr-defined]
+    finally:
+        default.close()
+    import pytest
+
+    with pytest.raises(ValueError, match="at least 1"):
+        MetadataStore(pg_url, pool_size=0)

@@ -55,7 +55,7 @@ def build_service(settings: Settings) -> CacheService:
     # Caches may hold credentials a build left behind: other local users get no access.
     settings.data_dir.chmod(0o700)
     service = CacheService(
-        MetadataStore(settings.database),
+        MetadataStore(settings.database, pool_size=settings.db_pool_size),
         blob_store_for(settings),
         Staging(settings.data_dir / "uploads"),
         node_id=settings.node,

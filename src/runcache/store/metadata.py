@@ -147,13 +147,19 @@ def _info(e: Entry) -> EntryInfo:
 _HOUSEKEEPING_LOCK_CLASS = 0x52430002
 
 
+# Requests run on a thread pool of 40: SQLAlchemy's default of 5 (+10 overflow) made concurrent lookups
+# wait for, or open and close, connections (bench/lookup.py at 16 clients).
+DEFAULT_POOL_SIZE = 20
+
+
 class MetadataStore:
-    def __init__(self, url: str, *, auto_migrate: bool | None = None) -> None:
+    def __init__(self, url: str, *, auto_migrate: bool | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         """Open the metadata database and make sure its schema is at head (store/migrations).
 
         auto_migrate: migrate at start if needed (default: RUNCACHE_AUTO_MIGRATE, on unless 0). Off, a
-        database that is not at head is refused with a message naming `runcache db upgrade`."""
-        self.engine = open_engine(url)
+        database that is not at head is refused with a message naming `runcache db upgrade`.
+        pool_size: connections kept open to PostgreSQL (SQLite opens one per thread as needed)."""
+        self.engine = open_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
         try:
             with unreachable_as_error(self.engine):
@@ -652,13 +658,16 @@ def unreachable_as_error(engine: Engine) -> Iterator[None]:
         raise DatabaseUnavailable(f"cannot open the metadata database {where}: {reason}") from exc
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """An engine for the metadata database: SQLite (embedded) or PostgreSQL (psycopg 3)."""
     url = database_url(url)
     backend = make_url(url).get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise ValueError(f"runcache keeps metadata in SQLite or PostgreSQL, not {backend} ({url.split(':', 1)[0]})")
-    engine = create_engine(url, pool_pre_ping=True)
+    if pool_size < 1:
+        raise ValueError(f"the database pool size must be at least 1, got {pool_size}")
+    pooling = {"pool_size": pool_size, "max_overflow": pool_size} if backend == "postgresql" else {}
+    engine = create_engine(url, pool_pre_ping=True, **pooling)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
