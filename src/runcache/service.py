@@ -189,21 +189,19 @@ class CacheService:
                 "cache calls to one replica (e.g. nginx ip_hash)"
             )
 
+    # The writers below take an entry from `upload_open`/`upload_for`, which already checked that its
+    # bytes are staged on this replica.
     def chunk_writer(self, entry: EntryInfo, start: int, end: int) -> RangeWriter:
         """v1 PATCH: bytes [start, end) of the caller's upload, within its declared size and the caps."""
-        self._here(entry)
-        check_upload_end(end, entry.declared_size, self._entry_cap(entry.repository))
-        return self.staging.range_writer(
-            entry.id, start, end, cap=self._entry_cap(entry.repository), guard=self._guard_space
-        )
+        cap = self._entry_cap(entry.repository)  # one policy read per request
+        check_upload_end(end, entry.declared_size, cap)
+        return self.staging.range_writer(entry.id, start, end, cap=cap, guard=self._guard_space)
 
     def whole_writer(self, entry: EntryInfo) -> RangeWriter:
         """Azure Put Blob: the whole archive in one body."""
-        self._here(entry)
         return self.staging.whole_writer(entry.id, cap=self._entry_cap(entry.repository), guard=self._guard_space)
 
     def block_writer(self, entry: EntryInfo, block_id: str) -> BlockWriter:
-        self._here(entry)
         return self.staging.block_writer(
             entry.id,
             block_id,
@@ -213,7 +211,6 @@ class CacheService:
         )
 
     def put_block_list(self, entry: EntryInfo, block_ids: list[str]) -> int:
-        self._here(entry)
         size = self.staging.commit_blocks(entry.id, block_ids, max_blocks=self.upload_limits.max_blocks_per_upload)
         check_upload_end(size, entry.declared_size, self._entry_cap(entry.repository))
         return size

@@ -147,8 +147,6 @@ async def get(request: Request) -> Response:
     headers = {
         **_azure_headers(),
         "Accept-Ranges": "bytes",
-        # Archives are client-chosen bytes on the server's origin: a browser must not sniff them into HTML.
-        "X-Content-Type-Options": "nosniff",
         "x-ms-blob-type": "BlockBlob",
         "Last-Modified": email.utils.format_datetime(entry.created_at.replace(tzinfo=UTC), usegmt=True),
     }
