@@ -10,6 +10,8 @@ import contextlib
 import functools
 import logging
 import os
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -740,11 +742,33 @@ def _owned_by(owner: str):
     return func.lower(Entry.repository).startswith(fold_repository(owner) + "/", autoescape=True)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _switch_to_wal(cur) -> None:
+    # SQLite answers "database is locked" to a journal-mode change at once, without calling the busy
+    # handler, while another connection is opening the same new file; retry until the busy timeout.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
-    # WAL lets readers go on while a commit writes; busy_timeout turns lock contention into waiting.
-    cur.execute("PRAGMA journal_mode=WAL")
+    # busy_timeout first: it turns lock contention into waiting, also for the switch to WAL below, which
+    # needs the database to itself when several processes (replicas, a server and the CLI) open a new
+    # file at once.
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # WAL lets readers go on while a commit writes. The mode is kept in the file, so only the first
+    # opener switches; the others read "wal" and take no lock.
+    if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        _switch_to_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
