@@ -312,11 +312,12 @@ class MetadataStore:
             ).first()
             return _info(e) if e else None
 
-    def claim_commit(self, entry_id: int, *, size: int, sha256: str) -> bool:
+    def claim_commit(self, entry_id: int, *, size: int, sha256: str | None) -> bool:
         """Move an upload to `committing` (still invisible); False when another commit claimed it first.
 
         The claim is what makes a commit single-winner across threads, processes and replicas: only
-        the claimer moves bytes into the blob store."""
+        the claimer moves bytes into the blob store. `sha256` may be None when it is only known once
+        the bytes are in the blob store (then `commit` records it)."""
         with self._session.begin() as s:
             result = s.execute(
                 update(Entry)
@@ -326,15 +327,15 @@ class MetadataStore:
             )
             return result.rowcount == 1
 
-    def commit(self, entry_id: int) -> EntryInfo:
-        """A claimed upload whose blob is in place becomes a visible entry."""
+    def commit(self, entry_id: int, *, sha256: str | None = None) -> EntryInfo:
+        """A claimed upload whose blob is in place becomes a visible entry (with its SHA-256, if the claim
+        did not know it yet)."""
         with self._session.begin() as s:
             now = self._now()
-            flipped = s.execute(
-                update(Entry)
-                .where(Entry.id == entry_id, Entry.state == COMMITTING)
-                .values(state=COMMITTED, created_at=now, last_accessed_at=now)
-            )
+            values: dict[str, object] = {"state": COMMITTED, "created_at": now, "last_accessed_at": now}
+            if sha256 is not None:
+                values["sha256"] = sha256
+            flipped = s.execute(update(Entry).where(Entry.id == entry_id, Entry.state == COMMITTING).values(**values))
             if flipped.rowcount != 1:
                 raise NotFound(f"no upload being committed with id {entry_id}")
             e = s.get(Entry, entry_id, populate_existing=True)
