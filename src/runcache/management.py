@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from runcache.core.access import ADMIN, READ, WRITE, Forbidden, Principal, repository_for_id, same_name
+from runcache.core.entries import COMMITTED, EntryInfo
 from runcache.core.errors import NotFound
 from runcache.core.eviction import GB, validate_retention, validate_storage_limit
 from runcache.core.keys import MAX_KEY_LENGTH
 from runcache.core.listing import Page, ValidationFailed, validate_name
 from runcache.core.scopes import normalize_ref
 from runcache.service import CacheService
-from runcache.store.metadata import EntryInfo
-from runcache.store.models import COMMITTED
 
 log = logging.getLogger("runcache.management")
 MAX_ID = 2**63 - 1

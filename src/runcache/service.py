@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from runcache.core.entries import COMMITTED, COMMITTING, UPLOADING, EntryInfo
 from runcache.core.errors import InvalidRequest, NotFound, UploadBusy, UploadElsewhere
 from runcache.core.eviction import (
     DEFAULT_RETENTION_DAYS,
@@ -34,8 +35,7 @@ from runcache.core.limits import (
 from runcache.core.matching import find_match, lookup_prefixes
 from runcache.core.scopes import Identity
 from runcache.store.blobs import BlobStore
-from runcache.store.metadata import EntryInfo, MetadataStore
-from runcache.store.models import COMMITTED, COMMITTING, UPLOADING
+from runcache.store.metadata import MetadataStore
 from runcache.store.staging import BlockWriter, RangeWriter, Staging
 
 log = logging.getLogger("runcache.service")

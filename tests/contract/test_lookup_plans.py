@@ -22,9 +22,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import event, insert, text
 
+from runcache.core.entries import COMMITTED, UPLOADING
 from runcache.core.matching import lookup_prefixes
 from runcache.store.metadata import MetadataStore
-from runcache.store.models import COMMITTED, UPLOADING, Entry
+from runcache.store.models import Entry
 
 V1, V2 = "a" * 64, "b" * 64
 MAIN, PR = "refs/heads/main", "refs/pull/7/merge"

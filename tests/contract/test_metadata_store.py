@@ -21,10 +21,11 @@ from sqlalchemy import Engine, create_engine, inspect, text, update
 
 import runcache.store.metadata as metadata_module
 from runcache.cli import main as cli_main
+from runcache.core.entries import COMMITTED, UPLOADING
 from runcache.core.errors import AlreadyExists, InvalidRequest, NotFound
 from runcache.store import migrations
 from runcache.store.metadata import MetadataStore, database_url
-from runcache.store.models import COMMITTED, UPLOADING, Base, Entry
+from runcache.store.models import Base, Entry
 from runcache.store.sessions import WebSession
 
 TTL = timedelta(hours=1)

@@ -288,12 +288,12 @@ def test_abandon_never_touches_a_committed_entry(server: Server) -> None:
 
 
 def test_abandon_refuses_an_upload_being_committed(tmp_path: Path) -> None:
+    from runcache.core.entries import COMMITTED, COMMITTING
     from runcache.core.errors import NotFound, UploadBusy
     from runcache.core.scopes import Identity, build_scopes
     from runcache.service import CacheService
     from runcache.store.disk import DiskBlobStore
     from runcache.store.metadata import MetadataStore
-    from runcache.store.models import COMMITTED, COMMITTING
     from runcache.store.staging import Staging
 
     svc = CacheService(

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from runcache.core.access import READ, WRITE, Forbidden, Principal, same_name
+from runcache.core.entries import COMMITTED, EntryInfo
 from runcache.core.errors import NotFound, UploadBusy
 from runcache.core.keys import MAX_KEY_LENGTH
 from runcache.core.listing import Page, ValidationFailed, link_header, parse_page
@@ -29,8 +30,6 @@ from runcache.server.common import iso, public_base, state
 from runcache.server.openapi import API_PREFIX
 from runcache.server.rest import REPOSITORY_BASES, Handler, github_error, principal, rest_errors
 from runcache.service import CacheService
-from runcache.store.metadata import EntryInfo
-from runcache.store.models import COMMITTED
 
 
 def _searchable(text: str | None) -> bool:

@@ -14,7 +14,6 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
@@ -41,6 +40,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CompoundSelect
 
+from runcache.core.entries import COMMITTED, COMMITTING, UPLOADING, EntryInfo
 from runcache.core.errors import AlreadyExists, NotFound
 from runcache.core.eviction import Usage
 from runcache.core.keys import (
@@ -57,7 +57,7 @@ from runcache.core.keys import (
 from runcache.core.limits import check_uploads_in_flight
 from runcache.core.matching import Candidate
 from runcache.store import migrations
-from runcache.store.models import COMMITTED, COMMITTING, UPLOADING, Entry, RepositoryPolicy
+from runcache.store.models import Entry, RepositoryPolicy
 
 log = logging.getLogger("runcache.metadata")
 
@@ -102,28 +102,6 @@ def _db_now(dialect: str, minus: timedelta | None = None) -> ColumnElement[datet
     if minus:
         now = now - literal(minus, Interval())
     return type_coerce(now, DateTime())
-
-
-@dataclass(frozen=True)
-class EntryInfo:
-    id: int
-    repository: str
-    scope: str
-    key: str
-    version: str
-    state: str
-    declared_size: int | None
-    size: int | None
-    sha256: str | None
-    created_at: datetime
-    last_accessed_at: datetime
-    reserved_at: datetime
-    owner: str | None = None
-    node: str = ""  # the replica whose disk stages the upload
-
-    @property
-    def candidate(self) -> Candidate:
-        return Candidate(self.id, self.scope, self.key, self.version, self.created_at)
 
 
 def _info(e: Entry) -> EntryInfo:

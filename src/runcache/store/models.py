@@ -11,9 +11,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-UPLOADING = "uploading"
-COMMITTING = "committing"  # one commit has claimed the upload; still invisible to lookups
-COMMITTED = "committed"
+from runcache.core.entries import COMMITTED
 
 
 class Base(DeclarativeBase):
