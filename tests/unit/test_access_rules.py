@@ -102,7 +102,7 @@ def test_same_name_folds_case() -> None:
     assert same_name("Octo/App", "octo/app") and not same_name("octo/app", "octo/app2")
 
 
-@pytest.mark.parametrize("module", ["management.py", "server/rest.py", "server/web.py"])
+@pytest.mark.parametrize("module", ["services/management.py", "server/rest.py", "server/web.py"])
 def test_management_layers_compare_names_only_through_same_name(module: str) -> None:
     """No `a.lower() == b.lower()` of its own: a second folding rule is how `Octo/App` and `octo/app` drift apart."""
     tree = ast.parse((SRC / module).read_text())

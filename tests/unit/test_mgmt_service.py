@@ -17,9 +17,9 @@ from runcache.core.errors import NotFound, Unauthenticated
 from runcache.core.eviction import GB
 from runcache.core.listing import Page, ValidationFailed
 from runcache.core.scopes import Identity, build_scopes
-from runcache.management import Management
 from runcache.server.app import _janitor
 from runcache.service import CacheService
+from runcache.services.management import Management
 from runcache.store.disk import DiskBlobStore
 from runcache.store.metadata import MetadataStore, utcnow
 from runcache.store.models import Entry

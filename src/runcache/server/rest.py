@@ -24,9 +24,9 @@ from runcache.core.access import ADMIN, WRITE, Forbidden, Principal
 from runcache.core.entries import EntryInfo
 from runcache.core.errors import CacheError, InvalidRequest, NotFound, Unauthenticated
 from runcache.core.listing import ValidationFailed, link_header, parse_page, parse_sort, validate_name
-from runcache.management import MAX_ID, Management, repository_from_path
 from runcache.server.common import iso, public_base, read_json, state
 from runcache.server.openapi import API_PREFIX, openapi_document
+from runcache.services.management import MAX_ID, Management, repository_from_path
 
 log = logging.getLogger("runcache.rest")
 Handler = Callable[[Request], Awaitable[Response]]

@@ -25,11 +25,11 @@ from runcache.core.entries import COMMITTED, EntryInfo
 from runcache.core.errors import NotFound, UploadBusy
 from runcache.core.keys import MAX_KEY_LENGTH
 from runcache.core.listing import Page, ValidationFailed, link_header, parse_page
-from runcache.management import MAX_ID, normalize_filter_ref, ref_can_match, repository_from_path
 from runcache.server.common import iso, public_base, state
 from runcache.server.openapi import API_PREFIX
 from runcache.server.rest import REPOSITORY_BASES, Handler, github_error, principal, rest_errors
 from runcache.service import CacheService
+from runcache.services.management import MAX_ID, normalize_filter_ref, ref_can_match, repository_from_path
 
 
 def _searchable(text: str | None) -> bool:

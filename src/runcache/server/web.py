@@ -38,8 +38,8 @@ from runcache.core.errors import CacheError, InvalidRequest, NotFound, Unauthent
 from runcache.core.eviction import GB
 from runcache.core.humanize import fuzzy_ago, human_size, usage_of_limit
 from runcache.core.listing import DIRECTIONS, SORT_FIELDS, Page, ValidationFailed, read_filter_query
-from runcache.management import Management, normalize_filter_ref, repository_from_path
 from runcache.server.common import iso, state
+from runcache.services.management import Management, normalize_filter_ref, repository_from_path
 from runcache.store.metadata import utcnow
 from runcache.store.sessions import SessionStore
 
