@@ -28,7 +28,7 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from runcache.serve import serve
+    from runcache.server.serve import serve
 
     settings = Settings.from_env(
         data_dir=args.data_dir,

@@ -464,7 +464,7 @@ def test_guarded_protocol_on_both_of_uvicorns_parsers(parser: str) -> None:
     from uvicorn.protocols.http.h11_impl import H11Protocol
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from runcache.serve import bind, guarded_protocol
+    from runcache.server.serve import bind, guarded_protocol
 
     async def app(scope: dict, receive: object, send) -> None:  # type: ignore[no-untyped-def]
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})

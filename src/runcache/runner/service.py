@@ -57,8 +57,8 @@ class EmbeddedServer:
     def start(self) -> EmbeddedServer:
         import uvicorn
 
-        from runcache.serve import bind, server_config
         from runcache.server.app import create_app
+        from runcache.server.serve import bind, server_config
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         # Fail before starting anything when a server (runcache serve) already has the data directory; the
