@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from runcache.config import Settings
-from runcache.runner.service import EmbeddedServer
 from runcache.runner.wheelhouse import LocalIndex, build_stand_ins, strip_pip_env
+from runcache.server.embedded import EmbeddedServer
 
 # The tutorial's workflow as it was published (actions/cache@v3), kept with the tests.
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed-workflow"

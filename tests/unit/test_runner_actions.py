@@ -20,8 +20,8 @@ from runcache.config import Settings
 from runcache.runner.actions import pythons
 from runcache.runner.engine import RunOptions
 from runcache.runner.run import run_jobs
-from runcache.runner.service import CacheEndpoint, EmbeddedServer
 from runcache.runner.workflow import parse_workflow
+from runcache.server.embedded import CacheEndpoint, EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_runner_engine import Collector

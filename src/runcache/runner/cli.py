@@ -298,8 +298,8 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
     from runcache.runner import repo as repomod
     from runcache.runner.engine import RunOptions
     from runcache.runner.run import RunInterrupted, allocate_run, data_dir_lock, run_jobs
-    from runcache.runner.service import ServiceError, cache_endpoint
     from runcache.runner.workflow import WorkflowError, load_workflow
+    from runcache.server.embedded import ServiceError, cache_endpoint
 
     cwd = Path.cwd()
     try:

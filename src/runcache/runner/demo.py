@@ -242,7 +242,7 @@ class Demo:
 
     def _entries(self, data_dir: Path, repo: str) -> None:
         from runcache.runner.run import data_dir_lock
-        from runcache.runner.service import CacheEndpoint, EmbeddedServer
+        from runcache.server.embedded import CacheEndpoint, EmbeddedServer
 
         self.title("Cache entries")
         server = None
