@@ -18,10 +18,11 @@ import pytest
 
 from runcache.config import Settings
 from runcache.runner.actions import pythons
+from runcache.runner.endpoint import CacheEndpoint
 from runcache.runner.engine import RunOptions
 from runcache.runner.run import run_jobs
 from runcache.runner.workflow import parse_workflow
-from runcache.server.embedded import CacheEndpoint, EmbeddedServer
+from runcache.server.embedded import EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_runner_engine import Collector

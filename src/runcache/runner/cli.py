@@ -296,10 +296,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str] | None = None):
     """Everything ``runcache run`` does after parsing; returns the RunResult (``None`` after a reported error)."""
     from runcache.runner import repo as repomod
+    from runcache.runner.endpoint import ServiceError, cache_endpoint
     from runcache.runner.engine import RunOptions
     from runcache.runner.run import RunInterrupted, allocate_run, data_dir_lock, run_jobs
     from runcache.runner.workflow import WorkflowError, load_workflow
-    from runcache.server.embedded import ServiceError, cache_endpoint
 
     cwd = Path.cwd()
     try:

@@ -241,8 +241,9 @@ class Demo:
             self.problems.append(f"run {n}: expected (restore, cache-hit, install, save) = {expected}, got {got}")
 
     def _entries(self, data_dir: Path, repo: str) -> None:
+        from runcache.runner.endpoint import CacheEndpoint
         from runcache.runner.run import data_dir_lock
-        from runcache.server.embedded import CacheEndpoint, EmbeddedServer
+        from runcache.server.embedded import EmbeddedServer
 
         self.title("Cache entries")
         server = None

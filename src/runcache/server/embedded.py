@@ -1,49 +1,24 @@
-"""The cache service a local run talks to: an embedded runcache server in a background thread, or an external one.
+"""runcache's server in a background thread of this process, on a random loopback port.
 
-The embedded server is the same application ``runcache serve`` runs, on a random loopback port, over
-the run's data directory (a per-user one unless told otherwise, see ``runcache.runner.cli``), so what one
-run saves the next one restores. Callers hold :func:`runcache.runner.run.data_dir_lock` while it runs:
-the server's start-up recovery clears upload staging, so two servers must never share a data directory
-at once; a ``runcache serve`` already running there is reported in one line (its ``DataDirInUse``).
+The same application ``runcache serve`` runs, configured by the same ``server_config``, over a data
+directory of the caller's choosing: the one of a ``runcache run`` (see ``runcache.runner.endpoint``) or of
+``runcache demo``. Callers hold :func:`runcache.runner.run.data_dir_lock` while it runs: the server's
+start-up recovery clears upload staging, so two servers must never share a data directory at once; a
+``runcache serve`` already running there is reported in one line (its ``DataDirInUse``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 from runcache.config import Settings
 
 START_TIMEOUT = 30.0
 
 
-class ServiceError(Exception):
-    pass
-
-
-@dataclass
-class CacheEndpoint:
-    url: str  # base URL, no trailing slash
-    token: str
-    protocol: str  # v1 | v2
-    kind: str  # embedded | external
-    data_dir: Path | None = None
-    source: str = ""  # external: where the URL came from (--url, RUNCACHE_URL)
-
-    def client(self):
-        from runcache.client.transfer import CacheClient
-
-        return CacheClient(self.url, self.token, self.protocol)
-
-    def describe(self) -> str:
-        if self.kind == "embedded":
-            return f"embedded server {self.url} (data {self.data_dir})"
-        return f"{self.url} ({self.protocol})"
+class EmbeddedServerError(Exception):
+    """The embedded server did not start, or its data directory is not free for it."""
 
 
 class EmbeddedServer:
@@ -89,11 +64,11 @@ class EmbeddedServer:
                 self._check_free()  # another server took the data directory meanwhile
                 reason = errors[0] if errors else None
                 if isinstance(reason, SystemExit) or reason is None:
-                    raise ServiceError("the embedded cache server did not start (see the messages above)")
-                raise ServiceError(f"the embedded cache server did not start: {type(reason).__name__}: {reason}")
+                    raise EmbeddedServerError("the embedded cache server did not start (see the messages above)")
+                raise EmbeddedServerError(f"the embedded cache server did not start: {type(reason).__name__}: {reason}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServiceError("the embedded cache server did not start within 30 s")
+                raise EmbeddedServerError("the embedded cache server did not start within 30 s")
             time.sleep(0.01)
         return self
 
@@ -104,9 +79,11 @@ class EmbeddedServer:
         try:
             probe.acquire()
         except DataDirInUse as exc:
-            raise ServiceError(f"{exc} (with runcache run: --url <its URL> --token <token> runs against it)") from None
+            raise EmbeddedServerError(
+                f"{exc} (with runcache run: --url <its URL> --token <token> runs against it)"
+            ) from None
         except OSError as exc:
-            raise ServiceError(f"cannot use the data directory {self.settings.data_dir}: {exc}") from None
+            raise EmbeddedServerError(f"cannot use the data directory {self.settings.data_dir}: {exc}") from None
         probe.release()
 
     def token(self, repository: str, ref: str, *, default_branch: str, base_ref: str | None = None) -> str:
@@ -123,41 +100,3 @@ class EmbeddedServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(15)
-
-
-@contextlib.contextmanager
-def cache_endpoint(
-    *,
-    server_url: str | None,
-    token: str | None,
-    protocol: str,
-    data_dir: Path,
-    repository: str,
-    ref: str,
-    default_branch: str,
-    base_ref: str | None = None,
-    source: str = "--url",
-) -> Iterator[CacheEndpoint]:
-    """An embedded server for the duration of the block, or the external one given (``--url``, RUNCACHE_URL)."""
-    if server_url:
-        token = token or os.environ.get("RUNCACHE_TOKEN") or ""
-        if not token:
-            raise ServiceError(
-                "--url needs a token: pass --token or set RUNCACHE_TOKEN "
-                f"(e.g. runcache token --repo {repository} --ref {ref} on the server's data directory)"
-            )
-        yield CacheEndpoint(server_url.rstrip("/"), token, protocol, "external", source=source)
-        return
-    # Absolute: the run changes directory (actions run in the workspace) while the server thread works.
-    settings = Settings.from_env(data_dir=Path(data_dir).resolve())
-    server = EmbeddedServer(settings).start()
-    try:
-        yield CacheEndpoint(
-            server.url,
-            server.token(repository, ref, default_branch=default_branch, base_ref=base_ref),
-            protocol,
-            "embedded",
-            settings.data_dir,
-        )
-    finally:
-        server.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runcache.server.embedded import CacheEndpoint
+    from runcache.runner.endpoint import CacheEndpoint
 
 
 class ActionFailed(Exception):
