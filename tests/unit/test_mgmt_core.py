@@ -264,7 +264,7 @@ def test_usage_command_names_the_limit_in_gib(monkeypatch: pytest.MonkeyPatch) -
     import argparse
     import io
 
-    from runcache import manage
+    from runcache.cli import management
 
     class FakeClient:
         def __init__(self, url: str, token: str) -> None:
@@ -282,11 +282,11 @@ def test_usage_command_names_the_limit_in_gib(monkeypatch: pytest.MonkeyPatch) -
         def limits(self, repo: str) -> dict:
             return {"max_cache_size_gb": 10, "max_cache_retention_days": 7}
 
-    monkeypatch.setattr(manage, "ManagementClient", FakeClient)
+    monkeypatch.setattr(management, "ManagementClient", FakeClient)
     monkeypatch.setenv("RUNCACHE_FORCE_TTY", "1")
     args = argparse.Namespace(url="http://x", token="t", repo="octo/app", org=None, json=False)
     out = io.StringIO()
-    assert manage.cmd_usage(args, out=out) == 0
+    assert management.cmd_usage(args, out=out) == 0
     assert out.getvalue() == "octo/app: 2 caches, 3.24 MiB of 10 GiB (0.0%); unused caches are removed after 7 days\n"
 
 

@@ -58,7 +58,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from runcache.core.scopes import build_scopes
 
     if args.admin or args.org or args.site:
-        from runcache.manage import cmd_admin_token
+        from runcache.cli.management import cmd_admin_token
 
         return cmd_admin_token(args)
     if not args.repo or not args.ref:
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cache-mode lattice (default write)",
     )
     p.add_argument("--ttl", type=int, help="seconds the token stays valid (default 6 h; management tokens 30 days)")
-    from runcache.manage import add_admin_token_flags
+    from runcache.cli.management import add_admin_token_flags
 
     add_admin_token_flags(p)
     p.set_defaults(func=cmd_token)
@@ -335,13 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=Path, help="default $GITHUB_WORKSPACE or the current directory")
     p.set_defaults(func=cmd_hash_files)
 
-    from runcache.manage import register
+    from runcache.cli.management import register
 
     register(sub)
     from runcache.runner.cli import register as register_runner
 
     register_runner(sub)
-    from runcache.dbcli import register as register_db
+    from runcache.cli.db import register as register_db
 
     register_db(sub)
     return parser
@@ -364,7 +364,3 @@ def main(argv: list[str] | None = None) -> int:
         # One line saying what was undone, not a traceback through the upload threads.
         print(interrupted_line(exc), file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
