@@ -17,6 +17,7 @@ DEFAULT_DATA_DIR = ".runcache"
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR))
     blobs: str = ""  # where finished archives live: empty for data_dir/blobs, or s3://bucket/prefix
+    uploads: str = "auto"  # where uploads in flight live: auto (beside an object-store --blobs, else local), local
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str = ""  # empty: SQLite file in data_dir

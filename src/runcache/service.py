@@ -7,9 +7,7 @@ translate wire formats to arguments and errors to status codes.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,13 +34,15 @@ from runcache.core.matching import find_match, lookup_prefixes
 from runcache.core.scopes import Identity
 from runcache.store.blobs import BlobStore
 from runcache.store.metadata import MetadataStore
-from runcache.store.staging import BlockWriter, RangeWriter, Staging
+from runcache.store.uploads import Progress, StagedUpload, UploadStore, UploadWriter
 
 log = logging.getLogger("runcache.service")
 _COMMIT_LOCKS = 64
 # An upload row whose staging vanished (dropped when the disk filled) is removed after this long;
 # younger rows may be between their insert and the creation of their staging folder.
 _ORPHAN_UPLOAD_GRACE = timedelta(seconds=60)
+# The node recorded for uploads in a shared upload store: every replica holds them.
+SHARED_NODE = "*"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class CacheService:
         self,
         metadata: MetadataStore,
         blobs: BlobStore,
-        staging: Staging,
+        staging: UploadStore,
         *,
         node_id: str,
         reservation_ttl: int,
@@ -68,6 +68,9 @@ class CacheService:
         self.blobs = blobs
         self.staging = staging
         self.node_id = node_id
+        # Whose uploads this process may write, commit and expire: its own, or, in a shared upload
+        # store, everyone's.
+        self.upload_node = SHARED_NODE if staging.shared else node_id
         self.reservation_ttl = timedelta(seconds=reservation_ttl)
         self.default_storage_limit_gb = storage_limit_gb
         self.default_retention_days = retention_days
@@ -115,15 +118,19 @@ class CacheService:
         ]
 
     # --- space ---------------------------------------------------------------------------------
-    def _free_floor(self) -> tuple[int, int]:
-        usage = shutil.disk_usage(self.staging.root)
-        return usage.free, effective_free_floor(self.upload_limits.min_free_bytes, usage.total)
+    def _free_floor(self) -> tuple[int, int] | None:
+        usage = self.staging.disk_usage()
+        if usage is None:  # not on this node's disk: the object store answers for its own space
+            return None
+        free, total = usage
+        return free, effective_free_floor(self.upload_limits.min_free_bytes, total)
 
     def _guard_space(self, incoming: int) -> None:
         """Called as bytes arrive: half the floor stays in reserve for the database and logs, so
         restores, commits and housekeeping keep working even when concurrent uploads race for space."""
-        free, floor = self._free_floor()
-        check_free_space(free, incoming, floor // 2)
+        space = self._free_floor()
+        if space is not None:
+            check_free_space(space[0], incoming, space[1] // 2)
 
     def _entry_cap(self, repository: str) -> int:
         return entry_size_cap(self.upload_limits, self.limits(repository)[0] * GB)
@@ -134,15 +141,16 @@ class CacheService:
         version = validate_version(version)
         scope = identity.require_write()
         check_declared_size(declared_size, self._entry_cap(identity.repository))
-        free, floor = self._free_floor()
-        check_free_space(free, declared_size or 0, floor)
+        space = self._free_floor()
+        if space is not None:
+            check_free_space(space[0], declared_size or 0, space[1])
         entry = self.metadata.reserve(
             repository=identity.repository,
             scope=scope,
             key=key,
             version=version,
             declared_size=declared_size,
-            node=self.node_id,
+            node=self.upload_node,
             reservation_ttl=self.reservation_ttl,
             owner=identity.token_id or None,
             max_uploads=self.upload_limits.max_uploads_per_repo,
@@ -182,26 +190,27 @@ class CacheService:
         return entry
 
     def _here(self, entry: EntryInfo) -> None:
-        """Upload bytes are staged on the replica that reserved the upload: say so, rather than 404."""
-        if entry.node != self.node_id:
+        """With local staging, upload bytes are on the replica that reserved the upload: say so, rather
+        than 404. In a shared upload store every replica holds every upload."""
+        if entry.node != self.upload_node:
             raise UploadElsewhere(
                 f"upload {entry.id} is staged on replica {entry.node!r}, not on {self.node_id!r}: route a job's "
                 "cache calls to one replica (e.g. nginx ip_hash)"
             )
 
     # The writers below take an entry from `upload_open`/`upload_for`, which already checked that its
-    # bytes are staged on this replica.
-    def chunk_writer(self, entry: EntryInfo, start: int, end: int) -> RangeWriter:
+    # bytes are staged where this replica can reach them.
+    def chunk_writer(self, entry: EntryInfo, start: int, end: int) -> UploadWriter:
         """v1 PATCH: bytes [start, end) of the caller's upload, within its declared size and the caps."""
         cap = self._entry_cap(entry.repository)  # one policy read per request
         check_upload_end(end, entry.declared_size, cap)
         return self.staging.range_writer(entry.id, start, end, cap=cap, guard=self._guard_space)
 
-    def whole_writer(self, entry: EntryInfo) -> RangeWriter:
+    def whole_writer(self, entry: EntryInfo) -> UploadWriter:
         """Azure Put Blob: the whole archive in one body."""
         return self.staging.whole_writer(entry.id, cap=self._entry_cap(entry.repository), guard=self._guard_space)
 
-    def block_writer(self, entry: EntryInfo, block_id: str) -> BlockWriter:
+    def block_writer(self, entry: EntryInfo, block_id: str) -> UploadWriter:
         return self.staging.block_writer(
             entry.id,
             block_id,
@@ -263,22 +272,19 @@ class CacheService:
             self._here(current)
             self.staging.seal(current.id)
             try:
-                paths, sha256 = self.staging.finalize(current.id, size)
+                staged = self.staging.finalize(current.id, size)
             except BaseException:
                 self.staging.unseal(current.id)
                 raise
-            if not self.metadata.claim_commit(current.id, size=size, sha256=sha256):
+            if not self.metadata.claim_commit(current.id, size=size, sha256=staged.sha256):
                 # Another process or replica claimed it between our read and our claim.
                 latest = self.metadata.get(current.id)
                 if latest is None:
                     raise NotFound(f"no upload in progress with id {entry.id}")
                 return self._earlier_commit(latest, size)
             try:
-                if len(paths) == 1:
-                    self.blobs.put_file(str(current.id), paths[0], size=size, sha256=sha256)
-                else:
-                    self.blobs.put_parts(str(current.id), paths, size=size, sha256=sha256)
-                committed = self.metadata.commit(current.id)
+                sha256 = self._store_blob(str(current.id), staged)
+                committed = self.metadata.commit(current.id, sha256=sha256)
             except BaseException:
                 # Our claim is exclusive, so the blob of this id (if any) is ours to remove.
                 self.blobs.delete(str(current.id))
@@ -292,6 +298,16 @@ class CacheService:
         except Exception:  # the entry is saved; a failed eviction pass is retried by the next commit
             log.exception("eviction after committing entry %s failed", current.id)
         return committed
+
+    def _store_blob(self, name: str, staged: StagedUpload) -> str:
+        """Local staged files are handed over (moved or linked, no copy); anything else is streamed."""
+        if staged.paths is not None and staged.sha256 is not None:
+            if len(staged.paths) == 1:
+                self.blobs.put_file(name, staged.paths[0], size=staged.size, sha256=staged.sha256)
+            else:
+                self.blobs.put_parts(name, staged.paths, size=staged.size, sha256=staged.sha256)
+            return staged.sha256
+        return self.blobs.put_stream(name, staged.chunks(), size=staged.size, sha256=staged.sha256)
 
     def _earlier_commit(self, current: EntryInfo, size: int) -> EntryInfo:
         if current.state == COMMITTED and current.size == size:
@@ -366,9 +382,12 @@ class CacheService:
     # Space first, then the database: on a full disk the database may only accept writes once staged
     # bytes are gone, so every pass deletes files before it writes rows.
     def recover(self) -> None:
-        """After a restart: uploads staged on this node died with it; blobs without a committed entry go."""
-        self.staging.clear_all()
+        """After a restart: uploads staged on this node died with it; blobs without a committed entry go.
+        A shared upload store keeps every upload: other replicas (or this one's clients, retrying) go on."""
+        self.staging.after_restart()
         self._drop_orphan_blobs()
+        if self.staging.shared:
+            return
         for entry in self.metadata.uploads_on_node(self.node_id):
             try:
                 self.metadata.abort(entry.id)
@@ -376,15 +395,18 @@ class CacheService:
                 log.warning("could not remove unfinished upload %s at start; will retry", entry.id)
 
     def expire_uploads(self) -> int:
+        # Staged uploads are listed before rows are read: a row is written before its staging, so an
+        # upload reserved meanwhile is among the rows and its staging is not taken for an orphan.
+        staged_ids = self.staging.upload_ids()
         now = self.metadata.now()
         expired = self.metadata.expired_uploads(now - self.reservation_ttl)
         for entry in expired:
             self.staging.discard(entry.id)
             if entry.state == COMMITTING:
                 self.blobs.delete(str(entry.id))
-        live = self.metadata.uploads_on_node(self.node_id)
+        live = self.metadata.uploads_on_node(self.upload_node)
         live_ids = {e.id for e in live}
-        for upload_id in self.staging.upload_ids():
+        for upload_id in staged_ids:
             if upload_id not in live_ids:
                 self.staging.discard(upload_id)
         for entry in expired:
@@ -469,13 +491,16 @@ class CacheService:
             return 0
         reserved_before = self.metadata.now() - idle
         gone = 0
-        for entry in self.metadata.uploads_on_node(self.node_id):
+        for entry in self.metadata.uploads_on_node(self.upload_node):
             if entry.state != UPLOADING or entry.reserved_at >= reserved_before:
                 continue
             with self._commit_locks[entry.id % _COMMIT_LOCKS]:
-                last = self.staging.last_activity(entry.id)
+                progress = self.staging.progress(entry.id)
                 # No staging: dropped for space or not created yet; expire_uploads handles those rows.
-                if last is None or time.time() - last < idle.total_seconds():
+                # Activity times come from the staging's clock (this host, or the object store): compared
+                # with that clock's now, not the database's.
+                quiet_since = datetime.now(UTC).replace(tzinfo=None) - idle
+                if progress is None or progress.last_activity >= quiet_since:
                     continue
                 current = self.metadata.get(entry.id)
                 if current is None or current.state != UPLOADING:
@@ -492,20 +517,9 @@ class CacheService:
                     )
         return gone
 
-    def upload_progress(self, entry: EntryInfo) -> tuple[int | None, datetime | None]:
-        """(bytes received so far, when bytes last arrived, naive UTC) of an upload staged on this node;
-        (None, None) when its bytes are staged elsewhere."""
-        last = self.staging.last_activity(entry.id)
-        if last is None:
-            return None, None
-        folder = self.staging.folder(entry.id)
-        received = 0
-        for path in [folder / "data", *(folder / "blocks").glob("*")]:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            # v1 chunks land at their offsets: a file with holes counts what is allocated, not its length.
-            blocks = getattr(st, "st_blocks", None)
-            received += st.st_size if blocks is None else min(st.st_size, blocks * 512)
-        return received, datetime.fromtimestamp(last, UTC).replace(tzinfo=None)
+    def upload_progress(self, entry: EntryInfo) -> Progress | None:
+        """Bytes received so far and when bytes last arrived (naive UTC), or None when the upload's bytes
+        are staged on another replica."""
+        if entry.node != self.upload_node:
+            return None
+        return self.staging.progress(entry.id)

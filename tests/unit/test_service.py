@@ -154,9 +154,9 @@ def test_blob_and_its_folder_are_fsynced_before_the_row_is_committed(
 
     real_commit = svc.metadata.commit
 
-    def commit(entry_id: int):
+    def commit(entry_id: int, **kwargs: object):
         events.append("row committed")
-        return real_commit(entry_id)
+        return real_commit(entry_id, **kwargs)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(svc.metadata, "commit", commit)

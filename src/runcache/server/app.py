@@ -30,10 +30,9 @@ from runcache.server import blob, ghcompat, rest, twirp, uploads_api, v1, web
 from runcache.server.common import AppState
 from runcache.service import CacheService
 from runcache.services.management import Management
-from runcache.store.factory import blob_store_for
+from runcache.store.factory import blob_store_for, upload_store_for
 from runcache.store.lock import DataDirLock
 from runcache.store.metadata import MetadataStore
-from runcache.store.staging import Staging
 
 log = logging.getLogger("runcache.server")
 JANITOR_INTERVAL = 60.0
@@ -54,10 +53,11 @@ def build_service(settings: Settings) -> CacheService:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Caches may hold credentials a build left behind: other local users get no access.
     settings.data_dir.chmod(0o700)
+    blobs = blob_store_for(settings)
     service = CacheService(
         MetadataStore(settings.database, pool_size=settings.db_pool_size),
-        blob_store_for(settings),
-        Staging(settings.data_dir / "uploads"),
+        blobs,
+        upload_store_for(settings, blobs),
         node_id=settings.node,
         reservation_ttl=settings.reservation_ttl,
         storage_limit_gb=settings.storage_limit_gb,

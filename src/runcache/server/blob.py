@@ -19,8 +19,9 @@ from runcache.core.errors import CacheError, InvalidRequest, NotFound
 from runcache.core.ranges import RangeNotSatisfiable, parse_range
 from runcache.server.common import ACCOUNT, ARCHIVES, UPLOADS, read_capped, state
 from runcache.server.errors import classify
-from runcache.server.streams import Writer, receive_into
+from runcache.server.streams import receive_into
 from runcache.service import CacheService
+from runcache.store.uploads import UploadWriter
 
 log = logging.getLogger("runcache.blob")
 MAX_BLOCK_LIST = 8 * 1024 * 1024
@@ -116,7 +117,7 @@ async def delete(request: Request) -> Response:
     return Response(status_code=202, headers={**_azure_headers(), "x-ms-delete-type-permanent": "true"})
 
 
-async def _receive(request: Request, svc: CacheService, upload_id: int, writer: Writer) -> None:
+async def _receive(request: Request, svc: CacheService, upload_id: int, writer: UploadWriter) -> None:
     try:
         await receive_into(request, writer)
     finally:

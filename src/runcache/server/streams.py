@@ -1,24 +1,27 @@
-"""Moving request bodies to staging without holding them in memory."""
+"""Moving request bodies to an upload store without holding them in memory."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from runcache.core.errors import InvalidRequest
+from runcache.store.uploads import UploadWriter
+
+T = TypeVar("T")
 
 # Writes are batched so the page-cache write costs one syscall per MiB, not one per socket read.
 _BATCH = 1024 * 1024
 
 
-class Writer(Protocol):
-    def write(self, data: bytes) -> None: ...
-    def finish(self) -> object: ...
-    def abort(self) -> None: ...
+async def receive_into(request: Request, writer: UploadWriter) -> int:
+    async def call(fn: Callable[..., T], *args: object) -> T:
+        # A writer that waits on the network (an object store) must not stall the event loop.
+        return await run_in_threadpool(fn, *args) if writer.offload else fn(*args)
 
-
-async def receive_into(request: Request, writer: Writer) -> int:
     received = 0
     pending: list[bytes] = []
     pending_size = 0
@@ -30,18 +33,18 @@ async def receive_into(request: Request, writer: Writer) -> int:
             pending_size += len(chunk)
             received += len(chunk)
             if pending_size >= _BATCH:
-                writer.write(b"".join(pending))
+                await call(writer.write, b"".join(pending))
                 pending, pending_size = [], 0
         if pending:
-            writer.write(b"".join(pending))
+            await call(writer.write, b"".join(pending))
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) != received:
             raise InvalidRequest(f"body has {received} bytes but Content-Length says {declared}")
-        writer.finish()
+        await call(writer.finish)
     except ClientDisconnect:
-        writer.abort()
+        await call(writer.abort)
         raise InvalidRequest("client disconnected before the body was complete") from None
     except BaseException:
-        writer.abort()
+        writer.abort()  # also on cancellation, where nothing may be awaited any more
         raise
     return received

@@ -38,7 +38,8 @@ def _searchable(text: str | None) -> bool:
 
 
 def upload_json(svc: CacheService, e: EntryInfo, *, progress: bool = True) -> dict[str, Any]:
-    received, last = svc.upload_progress(e) if progress else (None, None)
+    seen = svc.upload_progress(e) if progress else None
+    received, last = (seen.received, seen.last_activity) if seen is not None else (None, None)
     return {
         "id": e.id,
         "ref": e.scope,

@@ -19,14 +19,19 @@ class BlobStats:
 
 
 class BlobStore(Protocol):
-    """Finished blobs. Writes come from upload staging (`put_file`/`put_parts` take ownership of its
-    files); reads are byte streams, never paths, so a backend need not be a local file system."""
+    """Finished blobs. Writes come from an upload store: local staging hands over its files
+    (`put_file`/`put_parts` take ownership of them), a shared one streams its bytes (`put_stream`);
+    reads are byte streams, never paths, so a backend need not be a local file system."""
 
     def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
         """Take ownership of a fully written local file (which may be moved) as blob `name`."""
 
     def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
         """Take ownership of ordered local files whose concatenation is blob `name`."""
+
+    def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
+        """Store the bytes `chunks` yields as blob `name`: exactly `size` bytes, hashing to `sha256` when
+        given (else the digest is computed on the way); returns the SHA-256. Memory: a part at most."""
 
     def size(self, name: str) -> int | None:
         """The blob's length in bytes, or None when there is no such blob."""

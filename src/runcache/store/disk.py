@@ -4,6 +4,7 @@ Azure blocks, a folder `<name>.parts/` of its blocks in order. Both become visib
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -18,6 +19,18 @@ from runcache.store.blobs import BlobMissing, BlobStats
 _READ = 1024 * 1024
 
 _PARTS = ".parts"
+# A half-built blob older than this is a crash's leftover, not a commit in progress.
+_STALE_BUILD_SECONDS = 3600
+
+
+def _drop_if_stale(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if time.time() - path.lstat().st_mtime < _STALE_BUILD_SECONDS:
+            return
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
 
 
 def fsync_dir(path: Path) -> None:
@@ -73,6 +86,32 @@ class DiskBlobStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(target.parent)
+
+    def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
+        """Write the bytes to a private temporary file beside the blob, hash them, flush, then link it."""
+        target = self._path(name)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            written = 0
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    written += len(chunk)
+                    if written > size:
+                        break
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            actual = digest.hexdigest()
+            if written != size or (sha256 is not None and actual != sha256):
+                raise ValueError(f"blob {name}: {written} bytes streamed, expected {size} with SHA-256 {sha256}")
+            self.put_file(name, tmp, size=size, sha256=actual)
+            return actual
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def local_path(self, name: str) -> Path | None:
         p = self._path(name)
@@ -144,8 +183,9 @@ class DiskBlobStore:
                 continue
             for p in shard.iterdir():
                 if p.name.startswith("."):
-                    # A parts folder left half-built by a crash: never visible, safe to drop.
-                    shutil.rmtree(p, ignore_errors=True)
+                    # A blob being built (put_parts, put_stream) is never visible; one left by a crash is
+                    # dropped once it is surely not a commit in flight.
+                    _drop_if_stale(p)
                 elif p.is_file():
                     out.append(p.name)
                 elif p.name.endswith(_PARTS):

@@ -1,4 +1,5 @@
-"""Which blob store a server uses: `Settings.blobs` (`--blobs`), by default the local disk store."""
+"""Which stores a server uses: blobs from `Settings.blobs` (`--blobs`), uploads in flight from
+`Settings.uploads` (`--uploads`); by default both on the local disk."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 from runcache.config import Settings
 from runcache.store.blobs import BlobStore
 from runcache.store.disk import DiskBlobStore
+from runcache.store.staging import Staging
+from runcache.store.uploads import UploadStore
+
+UPLOAD_PLACES = ("auto", "local")
 
 
 def blob_store_for(settings: Settings) -> BlobStore:
@@ -25,3 +30,19 @@ def blob_store_for(settings: Settings) -> BlobStore:
     if "://" in spec:
         raise ValueError(f"--blobs must be a directory or s3://bucket/prefix, got {spec!r}")
     return DiskBlobStore(Path(spec).expanduser())
+
+
+def upload_store_for(settings: Settings, blobs: BlobStore) -> UploadStore:
+    """`auto`: in the object store when the blobs are there (every replica sees every upload, so a load
+    balancer needs no stickiness), else `<data-dir>/uploads`. `local`: always `<data-dir>/uploads`
+    (then a job's calls must reach the replica that reserved its upload)."""
+    place = settings.uploads.strip().lower() or "auto"
+    if place not in UPLOAD_PLACES:
+        raise ValueError(f"--uploads must be one of {', '.join(UPLOAD_PLACES)}, got {settings.uploads!r}")
+    if place == "auto" and settings.blobs.strip().startswith("s3://"):
+        from runcache.store.s3 import S3BlobStore
+        from runcache.store.s3uploads import S3UploadStore
+
+        assert isinstance(blobs, S3BlobStore)
+        return S3UploadStore(blobs.bucket, blobs.prefix, client=blobs.client, checksums=blobs.checksums)
+    return Staging(settings.data_dir / "uploads")

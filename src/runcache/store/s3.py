@@ -76,17 +76,26 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _chunks(paths: list[Path], part_size: int) -> Iterator[bytes]:
-    """The files laid end to end, cut into parts of exactly `part_size` bytes (the last may be shorter):
-    small files merge into one part and large ones split, whatever the staging block sizes were."""
-    buf = bytearray()
+def _file_chunks(paths: list[Path]) -> Iterator[bytes]:
     for path in paths:
         with open(path, "rb") as fh:
-            while chunk := fh.read(part_size - len(buf)):
-                buf += chunk
-                if len(buf) == part_size:
-                    yield bytes(buf)
-                    buf.clear()
+            while chunk := fh.read(_READ * 4):
+                yield chunk
+
+
+def _parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
+    """The chunks laid end to end, cut into parts of exactly `part_size` bytes (the last may be shorter):
+    small pieces merge into one part and large ones split, whatever sizes the source delivered."""
+    buf = bytearray()
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            take = view[: part_size - len(buf)]
+            buf += take
+            view = view[len(take) :]
+            if len(buf) == part_size:
+                yield bytes(buf)
+                buf.clear()
     if buf:
         yield bytes(buf)
 
@@ -179,6 +188,12 @@ class S3BlobStore:
     def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
         if sum(p.stat().st_size for p in paths) != size:
             raise ValueError(f"blob {name}: files add up to {sum(p.stat().st_size for p in paths)}, expected {size}")
+        self.put_stream(name, _file_chunks(paths), size=size, sha256=sha256)
+        for p in paths:  # ours now: the object holds the bytes
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
         key = self.key(name)
         # Also with conditional writes: refuse before sending gigabytes, not at the final request.
         if self.contains(name):
@@ -186,24 +201,23 @@ class S3BlobStore:
         # Within S3's 10,000 parts for any size (10 GB at 8 MiB is 1,280 parts).
         part_size = max(self.part_size, -(-size // MAX_PARTS))
         if size <= part_size:
-            self._put_single(key, paths, size, sha256)
-        else:
-            self._put_multipart(key, paths, size, sha256, part_size)
-        for p in paths:  # ours now: the object holds the bytes
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+            return self._put_single(key, chunks, size, sha256)
+        return self._put_multipart(key, chunks, size, sha256, part_size)
 
-    def _put_single(self, key: str, paths: list[Path], size: int, sha256: str) -> None:
-        body = b"".join(_chunks(paths, max(size, 1)))  # at most one part's worth
-        if hashlib.sha256(body).hexdigest() != sha256:
-            raise ValueError(f"{key}: staged bytes do not match SHA-256 {sha256}")
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body, "Metadata": {"sha256": sha256}}
+    def _put_single(self, key: str, chunks: Iterable[bytes], size: int, sha256: str | None) -> str:
+        body = b"".join(_parts(chunks, max(size, 1) + 1))  # at most one part's worth (+1: see a longer source)
+        actual = hashlib.sha256(body).hexdigest()
+        if len(body) != size or (sha256 is not None and actual != sha256):
+            raise ValueError(f"{key}: staged bytes ({len(body)}) do not match size {size} and SHA-256 {sha256}")
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body, "Metadata": {"sha256": actual}}
         if self.checksums:
-            args["ChecksumSHA256"] = _b64(bytes.fromhex(sha256))  # the server checks the expected digest
+            args["ChecksumSHA256"] = _b64(bytes.fromhex(actual))  # the server checks the digest
         self._conditional_write(key, self.client.put_object, args)
+        return actual
 
-    def _put_multipart(self, key: str, paths: list[Path], size: int, sha256: str, part_size: int) -> None:
-        create: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": {"sha256": sha256}}
+    def _put_multipart(self, key: str, chunks: Iterable[bytes], size: int, sha256: str | None, part_size: int) -> str:
+        # The object's `sha256` metadata is set at creation: only when the digest is known in advance.
+        create: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Metadata": {"sha256": sha256} if sha256 else {}}
         if self.checksums:
             create["ChecksumAlgorithm"] = "SHA256"
         upload_id = self.client.create_multipart_upload(**create)["UploadId"]
@@ -216,7 +230,7 @@ class S3BlobStore:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
                 pending: deque[Future[dict[str, Any]]] = deque()
                 try:
-                    for number, chunk in enumerate(_chunks(paths, part_size), start=1):
+                    for number, chunk in enumerate(_parts(chunks, part_size), start=1):
                         whole.update(chunk)
                         sent += len(chunk)
                         pending.append(pool.submit(self._upload_part, key, upload_id, number, chunk))
@@ -227,10 +241,11 @@ class S3BlobStore:
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)  # no part may land after the abort
                     raise
-            if sent != size or whole.hexdigest() != sha256:
+            if sent != size or (sha256 is not None and whole.hexdigest() != sha256):
                 raise ValueError(f"{key}: staged bytes ({sent}) do not match size {size} and SHA-256 {sha256}")
             complete = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": done}}
             self._conditional_write(key, self.client.complete_multipart_upload, complete)
+            return whole.hexdigest()
         except BaseException:
             # Uncompleted parts cost storage until aborted (see docs/deployment.md for the lifecycle rule
             # that catches what a crash leaves).

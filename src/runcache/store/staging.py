@@ -1,4 +1,5 @@
-"""Upload staging on local disk: where bytes land before a commit makes them an entry.
+"""Upload staging on local disk (the `UploadStore` of the embedded default): where bytes land before a
+commit makes them an entry. Only the replica that reserved an upload holds its bytes.
 
 One folder per upload holds `data` (written at offsets, so v1 chunks may arrive in any order and in
 parallel), `ranges` (an append-only record of the byte ranges fully received) and `blocks/` (Azure
@@ -12,32 +13,28 @@ still writes to it.
 
 from __future__ import annotations
 
-import base64
 import errno
 import hashlib
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from runcache.core.blocks import block_list_names, block_name
 from runcache.core.errors import InvalidRequest, NotFound, StorageFull, UploadBusy
 from runcache.core.limits import MB, check_block_count, check_upload_end
 from runcache.core.ranges import check_complete
+from runcache.store.uploads import Progress, SpaceGuard, StagedUpload, no_guard
 
 _HASH_BLOCK = 4 * 1024 * 1024
 # Blocks smaller than this on average are joined into one file at Put Block List: thousands of tiny
 # part files would cost more inodes and opens than the archive is worth.
 _MIN_AVERAGE_PART = 1 * MB
 SEAL_WAIT_SECONDS = 5.0
-
-SpaceGuard = Callable[[int], None]
-
-
-def _no_guard(_: int) -> None:
-    return None
 
 
 def _storage_error(exc: OSError) -> Exception:
@@ -56,6 +53,8 @@ class _Upload:
 
 class _Writer:
     """Registration with the upload plus the checks every writer shares (cap, free space, ENOSPC)."""
+
+    offload = False  # page-cache writes of a MiB: cheaper on the event loop than a thread hop
 
     def __init__(self, staging: Staging, upload_id: int, cap: int, guard: SpaceGuard) -> None:
         self._staging = staging
@@ -197,6 +196,8 @@ class BlockWriter(_Writer):
 
 
 class Staging:
+    shared = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -285,12 +286,12 @@ class Staging:
 
     # --- writers ---------------------------------------------------------------------------------
     def range_writer(
-        self, upload_id: int, start: int, end: int | None, *, cap: int, guard: SpaceGuard = _no_guard
+        self, upload_id: int, start: int, end: int | None, *, cap: int, guard: SpaceGuard = no_guard
     ) -> RangeWriter:
         self._register(upload_id)
         return RangeWriter(self, upload_id, start, end, cap=cap, guard=guard)
 
-    def whole_writer(self, upload_id: int, *, cap: int, guard: SpaceGuard = _no_guard) -> RangeWriter:
+    def whole_writer(self, upload_id: int, *, cap: int, guard: SpaceGuard = no_guard) -> RangeWriter:
         """Put Blob replaces whatever was uploaded before."""
         self._register(upload_id)
         folder = self.folder(upload_id)
@@ -300,9 +301,9 @@ class Staging:
         return RangeWriter(self, upload_id, 0, None, cap=cap, guard=guard, digest=True)
 
     def block_writer(
-        self, upload_id: int, block_id: str, *, cap: int, max_blocks: int, guard: SpaceGuard = _no_guard
+        self, upload_id: int, block_id: str, *, cap: int, max_blocks: int, guard: SpaceGuard = no_guard
     ) -> BlockWriter:
-        name = self.block_name(block_id)
+        name = block_name(block_id)
         self._register(upload_id)
         try:
             folder = self.folder(upload_id)
@@ -362,16 +363,6 @@ class Staging:
             out.append((int(a), int(b)))
         return out
 
-    @staticmethod
-    def block_name(block_id: str) -> str:
-        try:
-            raw = base64.b64decode(block_id, validate=True)
-        except ValueError as exc:
-            raise InvalidRequest(f"block id {block_id!r} is not valid base64") from exc
-        if not raw or len(raw) > 64:
-            raise InvalidRequest("block id must decode to 1..64 bytes")
-        return raw.hex()
-
     def commit_blocks(self, upload_id: int, block_ids: list[str], *, max_blocks: int) -> int:
         """Put Block List: the listed blocks, in list order, are the blob; unlisted blocks are dropped.
 
@@ -380,15 +371,9 @@ class Staging:
         small blocks are joined into one file in that same read.
         """
         folder = self._require(upload_id)
-        check_block_count(len(block_ids), max_blocks)
         blocks = folder / "blocks"
-        names = [self.block_name(bid) for bid in block_ids]
-        if len(set(names)) != len(names):
-            # The same block twice would need a copy; no client does it, so refuse rather than duplicate.
-            raise InvalidRequest("a block may appear only once in the block list")
-        for bid, name in zip(block_ids, names, strict=True):
-            if not (blocks / name).is_file():
-                raise InvalidRequest(f"block {bid} was never uploaded")
+        staged = {p.name for p in blocks.iterdir() if not p.name.endswith(".part")}
+        names = block_list_names(block_ids, staged, max_blocks=max_blocks)
         self._register(upload_id)  # nothing may be sealed or committed while the list is applied
         try:
             sizes = [(blocks / n).stat().st_size for n in names]
@@ -431,7 +416,7 @@ class Staging:
         finally:
             self._release(upload_id)
 
-    def finalize(self, upload_id: int, size: int) -> tuple[list[Path], str]:
+    def finalize(self, upload_id: int, size: int) -> StagedUpload:
         """Prove the sealed upload is exactly `size` bytes with no holes, flush it to disk, and return
         its files in order and its SHA-256."""
         folder = self._require(upload_id)
@@ -456,7 +441,8 @@ class Staging:
                         digest.update(chunk)
                 # Durable before the row says committed: a power loss must not leave a row over a partial blob.
                 os.fsync(fh.fileno())
-        return paths, known if digest is None else digest.hexdigest()
+        sha256 = known if digest is None else digest.hexdigest()
+        return StagedUpload(size, sha256, paths, lambda: _read_files(paths))
 
     def last_activity(self, upload_id: int) -> float | None:
         """When bytes last reached the upload (the newest mtime in its folder, Unix time), or now while a
@@ -490,6 +476,30 @@ class Staging:
     def upload_ids(self) -> list[int]:
         return [int(p.name) for p in self.root.iterdir() if p.is_dir() and p.name.isdigit()]
 
+    def progress(self, upload_id: int) -> Progress | None:
+        last = self.last_activity(upload_id)
+        if last is None:
+            return None
+        folder = self.folder(upload_id)
+        received = 0
+        for path in [folder / "data", *(folder / "blocks").glob("*")]:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            # v1 chunks land at their offsets: a file with holes counts what is allocated, not its length.
+            blocks = getattr(st, "st_blocks", None)
+            received += st.st_size if blocks is None else min(st.st_size, blocks * 512)
+        return Progress(received, datetime.fromtimestamp(last, UTC).replace(tzinfo=None))
+
+    def disk_usage(self) -> tuple[int, int]:
+        usage = shutil.disk_usage(self.root)
+        return usage.free, usage.total
+
+    def after_restart(self) -> None:
+        """Uploads staged here died with the process that received them (their rows go too)."""
+        self.clear_all()
+
     def clear_all(self) -> None:
         for p in self.root.iterdir():
             if p.is_dir():
@@ -498,3 +508,10 @@ class Staging:
                 p.unlink(missing_ok=True)
         with self._lock:
             self._uploads.clear()
+
+
+def _read_files(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_HASH_BLOCK):
+                yield chunk
