@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from runcache.cli import data_dir_flag
 
 
 def _database(args: argparse.Namespace, *, create: bool = False) -> str:
@@ -20,7 +21,7 @@ def _flags(p: argparse.ArgumentParser) -> None:
         "--database-url",
         help="SQLAlchemy URL of the metadata database (env RUNCACHE_DATABASE_URL; default: SQLite in the data dir)",
     )
-    p.add_argument("--data-dir", type=Path, help="data directory (env RUNCACHE_DATA_DIR, default ./.runcache)")
+    data_dir_flag(p)
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ caches and its upload in progress, which is what blocks a new save of it; `rm --
 
 A thin client of runcache's GitHub-compatible REST API (httpx). Output follows gh: a table with
 relative times and human sizes on a terminal, tab-separated absolute values when piped, `--json`
-with gh's field names. Also issues management tokens (`runcache token --admin`).
+with gh's field names. Management tokens come from `runcache token --admin` (cli/token.py).
 """
 
 from __future__ import annotations
@@ -626,39 +626,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_run(cmd_limits))
-
-
-# --- management tokens ----------------------------------------------------------------------------
-def add_admin_token_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("management tokens (REST API, `runcache ls/rm/usage`, web page)")
-    g.add_argument("--admin", action="store_true", help="issue a management token (for --repo, --org or --site)")
-    g.add_argument("--org", help="with --admin: for every repository of this owner")
-    g.add_argument("--site", action="store_true", help="with --admin: for every repository on this server")
-    g.add_argument(
-        "--permission",
-        choices=["read", "write", "admin"],
-        default="admin",
-        help="read: list and usage; write: also delete; admin: also set limits (default admin)",
-    )
-
-
-def cmd_admin_token(args: argparse.Namespace) -> int:
-    from runcache.auth.tokens import TokenIssuer
-    from runcache.config import Settings
-
-    chosen = [bool(args.repo), bool(args.org), bool(args.site)]
-    if sum(chosen) != 1:
-        raise ValueError("a management token needs exactly one of --repo OWNER/NAME, --org OWNER or --site")
-    if args.ref or args.base_ref:
-        raise ValueError("--ref and --base-ref belong to job tokens, not to management tokens")
-    settings = Settings.from_env(data_dir=args.data_dir)
-    token = TokenIssuer(settings.derived_key("tokens", create=False)).issue_admin(
-        repository=args.repo.strip("/") if args.repo else None,
-        org=args.org or None,
-        site=bool(args.site),
-        permission=args.permission,
-        ttl_seconds=args.ttl or 30 * 86400,
-        subject=f"admin:{os.environ.get('USER', 'cli')}",
-    )
-    print(token)
-    return 0
