@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runcache.runner.cli import (
+from runcache.runner.launch import (
     UsageError,
     add_run_arguments,
     default_data_dir,

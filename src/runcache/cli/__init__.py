@@ -2,7 +2,7 @@
 
 One module per command group, each adding its commands with `register`: `serve` (serve.py), `token`
 (token.py), `restore`/`save`/`hash-files` (cache.py), `ls`/`rm`/`usage`/`limits` (management.py),
-`run`/`demo` (runner/cli.py) and `db` (db.py).
+`run`/`demo` (run.py) and `db` (db.py).
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runcache.cli import cache, db, management, serve, token
-    from runcache.runner.cli import register as register_runner
+    from runcache.cli import cache, db, management, run, serve, token
 
     parser = argparse.ArgumentParser(prog="runcache", description="Self-hosted GitHub Actions dependency cache")
     parser.add_argument("--version", action="version", version=f"runcache {_version()}")
@@ -44,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.register(sub)
     cache.register(sub)
     management.register(sub)
-    register_runner(sub)
+    run.register(sub)
     db.register(sub)
     return parser
 

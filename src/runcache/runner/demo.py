@@ -19,7 +19,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from runcache.runner.cli import add_run_arguments, make_console, run_from_args
+from runcache.runner.launch import add_run_arguments, run_from_args
 
 INSTALL_STEP = "Install pip packages"
 CACHE_STEP = "Cache Python Packages"
@@ -359,12 +358,3 @@ def _token_repository(token: str | None) -> str | None:
         return str(jwt.decode(token, options={"verify_signature": False}).get("repository") or "") or None
     except jwt.PyJWTError:
         return None
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    console = make_console(to_stderr=False)
-    try:
-        return Demo(args, console).run()
-    except KeyboardInterrupt:
-        print("runcache demo: interrupted", file=sys.stderr)
-        return 130

@@ -1,7 +1,7 @@
 """The cache service a local run's steps talk to: an embedded runcache server, or an external one.
 
 The embedded server (``runcache.server.embedded``) runs over the run's data directory (a per-user one
-unless told otherwise, see ``runcache.runner.cli``), so what one run saves the next one restores.
+unless told otherwise, see ``runcache.runner.launch``), so what one run saves the next one restores.
 """
 
 from __future__ import annotations

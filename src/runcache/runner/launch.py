@@ -1,4 +1,9 @@
-"""``runcache run`` and ``runcache demo``: arguments, then the run. ``register`` adds both to the main CLI."""
+"""A local run from its options: ``runcache run``'s arguments, then everything after parsing them.
+
+The workflow file and workspace, the event payload and inputs, the data directory, the cache server
+(embedded or external, see ``runcache.runner.endpoint``), the run itself and its summary. The command
+(its console and exit codes) is ``runcache.cli.run``; ``runcache demo`` runs through here too.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-EXIT_USAGE, EXIT_SERVICE, EXIT_CANCELLED = 2, 3, 130
 PR_EVENTS = ("pull_request", "pull_request_target", "pull_request_review", "pull_request_review_comment")
 
 
@@ -21,33 +25,6 @@ class UsageError(Exception):
 
 class ServiceFailed(Exception):
     """The cache service could not be started or reached (exit 3)."""
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "run",
-        help="run a workflow job locally, with its cache steps on a runcache server",
-        description=(
-            "Run a GitHub Actions workflow's job on this machine: run: steps with the runner's shells, file "
-            "commands and expressions, and the built-in actions checkout, cache (restore/save) and setup-python. "
-            "The cache steps use the server given with --url or RUNCACHE_URL; without one an embedded server runs for "
-            "the duration on a per-user data directory (~/.local/state/runcache), so the next run restores what "
-            "this one saved. Each job gets a fresh Python virtual environment first on PATH (--host-python: the "
-            "PATH as it is)."
-        ),
-    )
-    add_run_arguments(p)
-    p.set_defaults(func=cmd_run)
-
-    from runcache.runner.demo import add_demo_arguments, cmd_demo
-
-    p = subparsers.add_parser(
-        "demo",
-        help="run the bundled example workflow three times: miss and save, exact hit, restore-key hit",
-        description="A guided tour of the cache in a temporary copy of the bundled example project.",
-    )
-    add_demo_arguments(p)
-    p.set_defaults(func=cmd_demo)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -263,36 +240,6 @@ def make_console(*, to_stderr: bool):
     return console
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from runcache.runner.console import ConsoleReporter
-
-    console = make_console(to_stderr=args.json)
-    reporter = ConsoleReporter(console, verbose=args.verbose, github_groups=os.environ.get("GITHUB_ACTIONS") == "true")
-    from runcache.client.interrupt import sigterm_interrupts
-
-    try:
-        # A cancelled CI job sends SIGTERM: the same path as Ctrl-C (steps stopped, post steps and the
-        # cache save's cancellation run, exit 130).
-        with sigterm_interrupts():
-            result = run_from_args(args, reporter)
-    except UsageError as exc:
-        print(f"runcache run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ServiceFailed as exc:
-        print(f"runcache run: {exc}", file=sys.stderr)
-        return EXIT_SERVICE
-    except KeyboardInterrupt:
-        print("runcache run: interrupted", file=sys.stderr)
-        return EXIT_CANCELLED
-    if result is None:
-        return EXIT_USAGE
-    if isinstance(result, _Listed):
-        return 0
-    if args.json:
-        print(json.dumps(result.as_json(), indent=2))
-    return result.exit_code
-
-
 def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str] | None = None):
     """Everything ``runcache run`` does after parsing; returns the RunResult (``None`` after a reported error)."""
     from runcache.runner import repo as repomod
@@ -310,7 +257,7 @@ def run_from_args(args: argparse.Namespace, reporter, *, base_env: dict[str, str
         return None
     if args.list:
         list_jobs(workflow, workflow_path, reporter)
-        return _Listed()
+        return Listed()
     workspace = workspace_for(workflow_path, args.workspace)
     info = repomod.discover(workspace)
     repository = args.repo or info.repository
@@ -539,7 +486,7 @@ def _unreachable(url: str) -> str | None:
     return None
 
 
-class _Listed:
+class Listed:
     """``--list`` printed the jobs; nothing ran."""
 
 
