@@ -19,6 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         database_url=args.database_url,
         blobs=args.blobs,
+        uploads=args.uploads,
         reservation_ttl=args.reservation_ttl,
         upload_idle_timeout=args.upload_idle_timeout,
         url_ttl=args.url_ttl,
@@ -52,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--blobs",
         help="where finished archives live: s3://BUCKET/PREFIX (endpoint and credentials from AWS_* variables) "
         "or a directory (env RUNCACHE_BLOBS; default: blobs/ in the data directory)",
+    )
+    p.add_argument(
+        "--uploads",
+        choices=["auto", "local"],
+        help="where uploads in flight live: auto = in the bucket beside s3:// blobs (any replica takes any "
+        "chunk), else the data directory; local = always the data directory (env RUNCACHE_UPLOADS, default auto)",
     )
     p.add_argument(
         "--reservation-ttl",
