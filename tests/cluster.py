@@ -323,11 +323,11 @@ class Replicas:
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {**self.env, "RUNCACHE_SECRET": SECRET, **(extra or {})}
 
-    def _server(self, index: int, env: dict[str, str] | None = None) -> Server:
+    def _server(self, index: int, env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:
         port = _free_ports(1)[0]
-        args = ["--port", str(port), "--database-url", self.database_url, "--blobs", self.blobs]
-        args += ["--log-level", self.log_level, *self.extra_args]
-        return Server(self.base / f"replica{index}", extra_args=args, env=self._env(env))
+        argv = ["--port", str(port), "--database-url", self.database_url, "--blobs", self.blobs]
+        argv += ["--log-level", self.log_level, *self.extra_args, *(args or [])]
+        return Server(self.base / f"replica{index}", extra_args=argv, env=self._env(env))
 
     def start(self) -> Replicas:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -351,9 +351,10 @@ class Replicas:
         """Which replica an upstream address in the access log is."""
         return self.addresses().index(upstream)
 
-    def add(self, *, join: bool = True, env: dict[str, str] | None = None) -> Server:
-        """Start one more replica; with `join` the balancer sends it requests once it is healthy."""
-        server = self._server(len(self.servers), env).start()
+    def add(self, *, join: bool = True, env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:
+        """Start one more replica (`env` and `args` on top of the shared ones); with `join` the balancer
+        sends it requests once it is healthy."""
+        server = self._server(len(self.servers), env, args).start()
         self.servers.append(server)
         if join:
             assert self.balancer is not None

@@ -263,6 +263,38 @@ def test_a_chunk_stored_twice_still_commits(replicas: Replicas, front: Server) -
     assert v1_restore(front, token, "scale-twice") == data
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: idle expiry on one replica sees only objects in the bucket, not a body below one part "
+    "still arriving on another replica, and discards the upload; the PATCH then still answers 204",
+)
+def test_a_slow_chunk_on_one_replica_is_not_expired_by_another(replicas: Replicas, front: Server) -> None:
+    """The idle timeout frees the key of an upload nobody sends to. A chunk still arriving, slowly, on one
+    replica is activity, whichever replica's janitor looks: here a third replica (not in the balancer) with a
+    2 s idle timeout and a janitor every second, while a 1 MiB chunk takes about 6 s to reach replica 0 (the
+    same ratio as 300 s and a 28 KB/s link for a body below one 8 MiB part)."""
+    token = replicas.token()
+    watcher = len(replicas.servers)
+    replicas.add(join=False, env={"RUNCACHE_JANITOR_INTERVAL": "1"}, args=["--upload-idle-timeout", "2"])
+    try:
+        data = os.urandom(MIB)
+        cid = v1_reserve(front, token, "scale-slow-chunk", len(data)).json()["cacheId"]
+
+        def trickle() -> Iterator[bytes]:
+            for i in range(0, len(data), 64 * 1024):
+                time.sleep(0.4)
+                yield data[i : i + 64 * 1024]
+
+        direct = replicas.servers[0]
+        patched = v1_patch(direct, token, cid, 0, trickle(), length=len(data))
+        assert patched.status_code == 204, patched.text
+        done = v1_commit(front, token, cid, len(data))
+        assert done.status_code == 204, (done.text, replicas.replica_log(watcher)[-2000:])
+        assert v1_restore(front, token, "scale-slow-chunk") == data
+    finally:
+        replicas.retire(watcher)
+
+
 # --- one key, many writers ---------------------------------------------------------------------------------
 def _save_v1(front: Server, token: str, key: str, data: bytes) -> bool:
     r = v1_reserve(front, token, key, len(data))
@@ -397,12 +429,14 @@ def _kill_mid_upload(replicas: Replicas, front: Server, ws: Path, key: str, *, r
     assert len(count_entries(replicas, key)) == 1
 
 
+@pytest.mark.slow  # a crash test
 def test_kill_9_of_a_replica_mid_upload_then_restart_after_the_save(
     replicas: Replicas, front: Server, tmp_path: Path
 ) -> None:
     _kill_mid_upload(replicas, front, tmp_path / "ws", "scale-kill-later", restart_at_once=False)
 
 
+@pytest.mark.slow  # a crash test
 def test_kill_9_of_a_replica_mid_upload_and_restart_at_once(replicas: Replicas, front: Server, tmp_path: Path) -> None:
     _kill_mid_upload(replicas, front, tmp_path / "ws", "scale-kill-restart", restart_at_once=True)
 
@@ -415,6 +449,7 @@ def _startup_complete_at(log: str) -> float:
     return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
+@pytest.mark.slow  # 160 MiB through the balancer and back, three times
 def test_a_replica_started_during_a_commit_deletes_nothing_in_flight(
     replicas: Replicas, front: Server, s3: SeaweedFS
 ) -> None:
