@@ -11,6 +11,9 @@ import pytest
 
 from helpers import Server, run_client
 
+# Every test taking `server` runs on the embedded default and on scale-out (tests/conftest.py).
+BOTH_BACKENDS = True
+
 PROTOCOLS = ["v1", "v2"]
 
 

@@ -17,6 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import Server, StandIn, serve_stand_in
 from wire import TWIRP, V1, VERSION, auth, twirp, v1_commit, v1_patch, v1_reserve, v2_save, v2_url
 
+# Every test taking `server` runs on the embedded default and on scale-out (tests/conftest.py).
+BOTH_BACKENDS = True
+
 
 # --- authentication ------------------------------------------------------------------------------
 def test_no_token_is_401_and_reveals_nothing(server: Server) -> None:

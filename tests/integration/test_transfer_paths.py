@@ -11,6 +11,9 @@ from helpers import Server
 from runcache.client import transfer
 from runcache.client.transfer import CHUNK_SIZE, CacheClient
 
+# Every test taking `server` runs on the embedded default and on scale-out (tests/conftest.py).
+BOTH_BACKENDS = True
+
 
 def payload(size: int) -> bytes:
     return os.urandom(size)

@@ -25,6 +25,9 @@ import pytest
 
 from helpers import Server
 
+# Every test taking `server` runs on the embedded default and on scale-out (tests/conftest.py).
+BOTH_BACKENDS = True
+
 TWIRP = "/twirp/github.actions.results.api.v1.CacheService/"
 PROTOBUF = "application/protobuf"
 VERSION = "b" * 64
