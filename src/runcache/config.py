@@ -36,7 +36,7 @@ class Settings:
     janitor_interval: int = 60  # seconds between housekeeping passes (expired uploads, retention)
     max_entry_size_mb: int = 10240  # largest archive accepted (GitHub's 10 GB), within the repository's limit
     max_uploads_per_repo: int = 100  # uploads in progress per repository
-    max_blocks_per_upload: int = 5000  # Azure blocks per upload
+    max_blocks_per_upload: int = 5000  # Azure blocks (and v1 chunks) per upload
     max_entries_per_repo: int = 20000  # entries per repository; least recently used beyond it are evicted
     min_free_mb: int = 1024  # free space new uploads must leave on the data volume (at most 10% of it)
     header_timeout: int = 10  # seconds a connection has to send a complete request head

@@ -204,7 +204,9 @@ class CacheService:
         """v1 PATCH: bytes [start, end) of the caller's upload, within its declared size and the caps."""
         cap = self._entry_cap(entry.repository)  # one policy read per request
         check_upload_end(end, entry.declared_size, cap)
-        return self.staging.range_writer(entry.id, start, end, cap=cap, guard=self._guard_space)
+        return self.staging.range_writer(
+            entry.id, start, end, cap=cap, max_chunks=self.upload_limits.max_blocks_per_upload, guard=self._guard_space
+        )
 
     def whole_writer(self, entry: EntryInfo) -> UploadWriter:
         """Azure Put Blob: the whole archive in one body."""

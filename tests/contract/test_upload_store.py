@@ -32,7 +32,9 @@ def uploads(request: pytest.FixtureRequest, tmp_path: Path) -> UploadStore:
 
 
 def send(store: UploadStore, upload_id: int, start: int, data: bytes, *, end: int | None = None) -> None:
-    writer = store.range_writer(upload_id, start, start + len(data) if end is None else end, cap=CAP)
+    writer = store.range_writer(
+        upload_id, start, start + len(data) if end is None else end, cap=CAP, max_chunks=MAX_BLOCKS
+    )
     try:
         for i in range(0, len(data), 1 << 20):
             writer.write(data[i : i + (1 << 20)])
@@ -114,7 +116,7 @@ def test_a_body_shorter_than_announced_does_not_count(uploads: UploadStore) -> N
 
 def test_the_entry_cap_holds_while_bytes_arrive(uploads: UploadStore) -> None:
     uploads.create(6)
-    writer = uploads.range_writer(6, 0, None, cap=1000)
+    writer = uploads.range_writer(6, 0, None, cap=1000, max_chunks=MAX_BLOCKS)
     with pytest.raises(EntryTooLarge):
         writer.write(b"x" * 1001)
     writer.abort()
@@ -189,10 +191,19 @@ def test_progress_listing_and_discard(uploads: UploadStore) -> None:
 
 def test_an_aborted_writer_leaves_nothing_counted(uploads: UploadStore) -> None:
     uploads.create(13)
-    writer = uploads.range_writer(13, 0, None, cap=CAP)
+    writer = uploads.range_writer(13, 0, None, cap=CAP, max_chunks=MAX_BLOCKS)
     writer.write(os.urandom(MIN_PART + 10))  # past one part: the S3 store has a multipart upload open
     writer.abort()
     with pytest.raises(IncompleteUpload):
         uploads.finalize(13, MIN_PART + 10)
     uploads.discard(13)
     assert 13 not in uploads.upload_ids()
+
+
+def test_chunk_count_is_bounded(uploads: UploadStore) -> None:
+    """Retried or tiny chunks are each stored state: past the bound the client is told to send larger ones."""
+    uploads.create(14)
+    for _ in range(3):
+        send(uploads, 14, 0, b"same bytes again")
+    with pytest.raises(InvalidRequest, match="chunks"):
+        uploads.range_writer(14, 0, 16, cap=CAP, max_chunks=3)

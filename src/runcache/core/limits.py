@@ -75,6 +75,12 @@ def check_block_count(count: int, max_blocks: int) -> None:
         raise InvalidRequest(f"an upload may have at most {max_blocks} blocks")
 
 
+def check_chunk_count(count: int, max_chunks: int) -> None:
+    """Chunks (v1 PATCH ranges, retries included) share the blocks' bound: each one is stored state."""
+    if count > max_chunks:
+        raise InvalidRequest(f"an upload may have at most {max_chunks} chunks; send larger ones")
+
+
 def check_uploads_in_flight(in_flight: int, max_uploads: int, repository: str) -> None:
     if in_flight >= max_uploads:
         raise TooManyUploads(

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 
 from runcache.core.blocks import block_list_names, block_name
 from runcache.core.errors import IncompleteUpload, InvalidRequest, NotFound
-from runcache.core.limits import check_block_count, check_upload_end
+from runcache.core.limits import check_block_count, check_chunk_count, check_upload_end
 from runcache.core.ranges import check_complete
 from runcache.store.s3 import DEFAULT_PART, MIN_PART, _b64, _missing
 from runcache.store.uploads import Progress, SpaceGuard, StagedUpload, no_guard
@@ -268,8 +268,16 @@ class S3UploadStore:
             raise NotFound(f"no upload in progress with id {upload_id}")
 
     def range_writer(
-        self, upload_id: int, start: int, end: int | None, *, cap: int, guard: SpaceGuard = no_guard
+        self,
+        upload_id: int,
+        start: int,
+        end: int | None,
+        *,
+        cap: int,
+        max_chunks: int,
+        guard: SpaceGuard = no_guard,
     ) -> _RangeWriter:
+        check_chunk_count(len(self._objects(upload_id, "r/")) + 1, max_chunks)
         # Ranges and a block list are two ways to say what the upload is: bytes at offsets win from now on.
         self.client.delete_object(Bucket=self.bucket, Key=self._key(upload_id, "blocklist"))
         return _RangeWriter(self, upload_id, start, end, cap=cap, digest=False)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from runcache.core.blocks import block_list_names, block_name
 from runcache.core.errors import InvalidRequest, NotFound, StorageFull, UploadBusy
-from runcache.core.limits import MB, check_block_count, check_upload_end
+from runcache.core.limits import MB, check_block_count, check_chunk_count, check_upload_end
 from runcache.core.ranges import check_complete
 from runcache.store.uploads import Progress, SpaceGuard, StagedUpload, no_guard
 
@@ -286,8 +286,16 @@ class Staging:
 
     # --- writers ---------------------------------------------------------------------------------
     def range_writer(
-        self, upload_id: int, start: int, end: int | None, *, cap: int, guard: SpaceGuard = no_guard
+        self,
+        upload_id: int,
+        start: int,
+        end: int | None,
+        *,
+        cap: int,
+        max_chunks: int,
+        guard: SpaceGuard = no_guard,
     ) -> RangeWriter:
+        check_chunk_count(len(self.ranges(upload_id)) + 1, max_chunks)
         self._register(upload_id)
         return RangeWriter(self, upload_id, start, end, cap=cap, guard=guard)
 

@@ -59,9 +59,17 @@ class UploadStore(Protocol):
     def exists(self, upload_id: int) -> bool: ...
 
     def range_writer(
-        self, upload_id: int, start: int, end: int | None, *, cap: int, guard: SpaceGuard = no_guard
+        self,
+        upload_id: int,
+        start: int,
+        end: int | None,
+        *,
+        cap: int,
+        max_chunks: int,
+        guard: SpaceGuard = no_guard,
     ) -> UploadWriter:
-        """Bytes from `start` (to `end`, when the request says): they count once `finish` checked the length."""
+        """Bytes from `start` (to `end`, when the request says): they count once `finish` checked the length.
+        Refused when the upload already has `max_chunks` ranges."""
 
     def whole_writer(self, upload_id: int, *, cap: int, guard: SpaceGuard = no_guard) -> UploadWriter:
         """Put Blob: replaces whatever the upload held."""
