@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -13,8 +14,10 @@ from runcache.store.uploads import UploadWriter
 
 T = TypeVar("T")
 
-# Writes are batched so the page-cache write costs one syscall per MiB, not one per socket read.
+# Writes are batched so the page-cache write costs one syscall per MiB, not one per socket read; a slow
+# body is handed over at least this often anyway, so the writer can show the upload is alive.
 _BATCH = 1024 * 1024
+_FLUSH_SECONDS = 1.0
 
 
 async def receive_into(request: Request, writer: UploadWriter) -> int:
@@ -25,6 +28,7 @@ async def receive_into(request: Request, writer: UploadWriter) -> int:
     received = 0
     pending: list[bytes] = []
     pending_size = 0
+    flushed = time.monotonic()
     try:
         async for chunk in request.stream():
             if not chunk:
@@ -32,9 +36,10 @@ async def receive_into(request: Request, writer: UploadWriter) -> int:
             pending.append(chunk)
             pending_size += len(chunk)
             received += len(chunk)
-            if pending_size >= _BATCH:
+            if pending_size >= _BATCH or time.monotonic() - flushed >= _FLUSH_SECONDS:
                 await call(writer.write, b"".join(pending))
                 pending, pending_size = [], 0
+                flushed = time.monotonic()
         if pending:
             await call(writer.write, b"".join(pending))
         declared = request.headers.get("content-length")

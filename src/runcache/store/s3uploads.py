@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ from runcache.store.uploads import Progress, SpaceGuard, StagedUpload, no_guard
 
 _READ = 1024 * 1024
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
+# A body still arriving below one part leaves no trace in the bucket until it completes; its writer
+# rewrites the upload's `alive` object at most this often, so another replica's idle check sees it.
+HEARTBEAT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,16 @@ class _ObjectWriter:
         self._mpu: str | None = None
         self._parts: list[dict[str, Any]] = []
         self.size = 0
+        self._beat = 0.0
         store._register(upload_id)
 
     def write(self, data: bytes) -> None:
         check_upload_end(self._base + self.size + len(data), None, self._cap)
         self._buf += data
         self.size += len(data)
+        if time.monotonic() - self._beat >= HEARTBEAT_SECONDS:
+            self._beat = time.monotonic()
+            self._store._put_small(self._upload_id, "alive", "")
         part = self._store.part_size
         while len(self._buf) >= part:
             self._send_part(bytes(self._buf[:part]))
@@ -95,6 +103,9 @@ class _ObjectWriter:
 
     def _complete(self, metadata: dict[str, str] | None = None) -> None:
         s3 = self._store
+        if not s3.exists(self._upload_id):
+            # Expired, abandoned or committed while this body arrived: it belongs to no upload any more.
+            raise NotFound(f"no upload in progress with id {self._upload_id}")
         if self._mpu is None:
             args: dict[str, Any] = {"Bucket": s3.bucket, "Key": self._key, "Body": bytes(self._buf)}
             if metadata:
