@@ -57,7 +57,8 @@ class Server:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
-        raise RuntimeError("server did not become healthy")
+        self.stop()  # never leave a process behind a failed start
+        raise RuntimeError(f"server did not become healthy in {timeout} s")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
