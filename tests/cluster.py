@@ -153,10 +153,11 @@ http {{
             proxy_set_header X-Forwarded-For $remote_addr;
             # A dead replica: a refused or failed connection moves the request to the next replica, whatever
             # its method, because nothing was sent yet. Once a request was sent nginx does not resend a
-            # POST or PATCH (no `non_idempotent`): the reserve or commit may have happened, and a chunk's
-            # body, streamed unbuffered, is gone anyway; the client gets a 502 and retries it itself (the
-            # @actions/cache client retries 502 once, after 5 s). `error timeout` only: a 5xx a replica
-            # answered is its answer, not a reason to ask another.
+            # POST or PATCH (no `non_idempotent`): the reserve or commit may have happened. Idempotent PUT
+            # (Azure blocks, Put Blob) and GET would be resent, but only until body bytes have gone up
+            # (unbuffered, nginx keeps no copy) or the response has started. Past that point the client gets
+            # a 502 or a cut-off body and retries itself (@actions/cache retries a chunk's 502 once, after
+            # 5 s). `error timeout` only: a 5xx a replica answered is its answer, not a reason to ask another.
             proxy_next_upstream error timeout;
             proxy_next_upstream_tries 0;
             proxy_connect_timeout 2s;
