@@ -339,7 +339,7 @@ def test_huge_paging_numbers_are_4xx_or_clamped(server: Server, param: str, valu
 # --- 4. log injection ----------------------------------------------------------------------------
 def test_control_characters_in_keys_cannot_forge_log_lines(server: Server) -> None:
     tok = server.token()
-    forged = "\r\nFAKE 2026-01-01 INFO runcache.service: committed"
+    forged = "\r\nFAKE 2026-01-01 INFO runcache.services.cache: committed"
     # NUL is refused outright (PostgreSQL cannot store it); every other separator is accepted and escaped.
     nul = httpx.post(server.url + V1 + "caches", json={"key": "a\x00b", "version": VERSION}, headers=auth(tok))
     assert nul.status_code == 400

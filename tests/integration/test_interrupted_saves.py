@@ -291,7 +291,7 @@ def test_abandon_refuses_an_upload_being_committed(tmp_path: Path) -> None:
     from runcache.core.entries import COMMITTED, COMMITTING
     from runcache.core.errors import NotFound, UploadBusy
     from runcache.core.scopes import Identity, build_scopes
-    from runcache.service import CacheService
+    from runcache.services.cache import CacheService
     from runcache.store.disk import DiskBlobStore
     from runcache.store.metadata import MetadataStore
     from runcache.store.staging import Staging

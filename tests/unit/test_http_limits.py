@@ -53,7 +53,7 @@ def _formatted(record_args: tuple[object, ...], msg: str, exc: bool = False) -> 
 
 
 def test_formatter_escapes_arguments_and_format_string() -> None:
-    text = _formatted(("k\r\nFAKE INFO runcache.service: committed", ValueError("x\ny")), "key=%s err=%s\n")
+    text = _formatted(("k\r\nFAKE INFO runcache.services.cache: committed", ValueError("x\ny")), "key=%s err=%s\n")
     assert text.count("\n") == 1 and text.endswith("\\n\n")
     assert "k\\r\\nFAKE" in text and "x\\ny" in text
 

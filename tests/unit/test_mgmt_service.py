@@ -18,7 +18,7 @@ from runcache.core.eviction import GB
 from runcache.core.listing import Page, ValidationFailed
 from runcache.core.scopes import Identity, build_scopes
 from runcache.server.app import _janitor
-from runcache.service import CacheService
+from runcache.services.cache import CacheService
 from runcache.services.management import Management
 from runcache.store.disk import DiskBlobStore
 from runcache.store.metadata import MetadataStore, utcnow

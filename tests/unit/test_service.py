@@ -11,7 +11,7 @@ import pytest
 
 from runcache.core.errors import AlreadyExists, IncompleteUpload, WriteDenied
 from runcache.core.scopes import Identity, build_scopes
-from runcache.service import CacheService
+from runcache.services.cache import CacheService
 from runcache.store.disk import DiskBlobStore
 from runcache.store.metadata import MetadataStore
 from runcache.store.staging import Staging

@@ -28,7 +28,7 @@ from runcache.core.eviction import validate_retention, validate_storage_limit
 from runcache.core.limits import MB, UploadLimits
 from runcache.server import blob, ghcompat, rest, twirp, uploads_api, v1, web
 from runcache.server.common import AppState
-from runcache.service import CacheService
+from runcache.services.cache import CacheService
 from runcache.services.management import Management
 from runcache.store.factory import blob_store_for, upload_store_for
 from runcache.store.lock import DataDirLock

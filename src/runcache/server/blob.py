@@ -20,7 +20,7 @@ from runcache.core.ranges import RangeNotSatisfiable, parse_range
 from runcache.server.common import ACCOUNT, ARCHIVES, UPLOADS, read_capped, state
 from runcache.server.errors import classify
 from runcache.server.streams import receive_into
-from runcache.service import CacheService
+from runcache.services.cache import CacheService
 from runcache.store.uploads import UploadWriter
 
 log = logging.getLogger("runcache.blob")

@@ -17,7 +17,7 @@ from runcache.config import Settings
 from runcache.core.errors import InvalidRequest
 from runcache.core.ranges import INT64_MAX, INT64_MIN
 from runcache.core.scopes import Identity
-from runcache.service import CacheService
+from runcache.services.cache import CacheService
 
 MAX_JSON_BODY = 1024 * 1024
 ACCOUNT = "runcache"  # first path segment: the Azure SDK parses path-style URLs as /<account>/<container>/<blob>

@@ -28,7 +28,7 @@ from runcache.core.listing import Page, ValidationFailed, link_header, parse_pag
 from runcache.server.common import iso, public_base, state
 from runcache.server.openapi import API_PREFIX
 from runcache.server.rest import REPOSITORY_BASES, Handler, github_error, principal, rest_errors
-from runcache.service import CacheService
+from runcache.services.cache import CacheService
 from runcache.services.management import MAX_ID, normalize_filter_ref, ref_can_match, repository_from_path
 
 

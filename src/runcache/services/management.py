@@ -18,7 +18,7 @@ from runcache.core.eviction import GB, validate_retention, validate_storage_limi
 from runcache.core.keys import MAX_KEY_LENGTH
 from runcache.core.listing import Page, ValidationFailed, validate_name
 from runcache.core.scopes import normalize_ref
-from runcache.service import CacheService
+from runcache.services.cache import CacheService
 
 log = logging.getLogger("runcache.management")
 MAX_ID = 2**63 - 1

@@ -36,7 +36,7 @@ from runcache.store.blobs import BlobStore
 from runcache.store.metadata import MetadataStore
 from runcache.store.uploads import Progress, StagedUpload, UploadStore, UploadWriter
 
-log = logging.getLogger("runcache.service")
+log = logging.getLogger("runcache.services.cache")
 _COMMIT_LOCKS = 64
 # An upload row whose staging vanished (dropped when the disk filled) is removed after this long;
 # younger rows may be between their insert and the creation of their staging folder.
