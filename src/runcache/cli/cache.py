@@ -21,6 +21,11 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-k", "--key", required=True, help="the cache key")
     p.add_argument("--enable-cross-os-archive", action="store_true", help="as the action's enableCrossOsArchive")
+    connection_flags(p)
+
+
+def connection_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every command that talks to a cache service shares (also `runcache pip install`'s)."""
     p.add_argument("--url", help="cache service URL (env RUNCACHE_URL, or ACTIONS_CACHE_URL/ACTIONS_RESULTS_URL)")
     p.add_argument("--token", help="bearer token (env RUNCACHE_TOKEN or ACTIONS_RUNTIME_TOKEN)")
     p.add_argument("--protocol", choices=["v1", "v2"], help="cache protocol (default v2, or what ACTIONS_* imply)")
@@ -37,13 +42,13 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _workspace(args: argparse.Namespace) -> Path:
+def workspace_of(args: argparse.Namespace) -> Path:
     import os
 
     return (args.workspace or Path(os.environ.get("GITHUB_WORKSPACE") or os.getcwd())).resolve()
 
 
-def _client(args: argparse.Namespace):
+def client_of(args: argparse.Namespace):
     import os
 
     from runcache.client.config import resolve_endpoint
@@ -53,7 +58,7 @@ def _client(args: argparse.Namespace):
     return CacheClient(ep.url, ep.token, ep.protocol)
 
 
-def _write_outputs(outputs: dict[str, str]) -> None:
+def write_outputs(outputs: dict[str, str]) -> None:
     import os
 
     target = os.environ.get("GITHUB_OUTPUT")
@@ -71,18 +76,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from runcache.client.progress import TransferProgress
 
     restore_keys = key_lines(args.restore_key or [])
-    with sigterm_interrupts(), _client(args) as client, TransferProgress("restore") as progress:
+    with sigterm_interrupts(), client_of(args) as client, TransferProgress("restore") as progress:
         result = restore(
             client,
             paths=args.path,
             key=args.key,
             restore_keys=restore_keys,
-            workspace=_workspace(args),
+            workspace=workspace_of(args),
             lookup_only=args.lookup_only,
             cross_os=args.enable_cross_os_archive,
             progress=progress,
         )
-    _write_outputs(result.outputs())
+    write_outputs(result.outputs())
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     else:
@@ -119,12 +124,12 @@ def cmd_save(args: argparse.Namespace) -> int:
     from runcache.client.progress import TransferProgress
 
     # SIGTERM (a cancelled CI job) takes Ctrl-C's path: the upload is cancelled on the server.
-    with sigterm_interrupts(), _client(args) as client, TransferProgress("save") as progress:
+    with sigterm_interrupts(), client_of(args) as client, TransferProgress("save") as progress:
         result = save(
             client,
             paths=args.path,
             key=args.key,
-            workspace=_workspace(args),
+            workspace=workspace_of(args),
             cross_os=args.enable_cross_os_archive,
             progress=progress,
         )
