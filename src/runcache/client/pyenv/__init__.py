@@ -67,6 +67,7 @@ class Plan:
     venv: Path  # absolute, symlinks resolved: the path the environment's scripts name
     venv_path: str  # the cache `path` line: relative to the workspace inside it (so checkouts elsewhere match)
     inputs: list[str]  # the files hashed, as labels
+    hashed: bool  # the requirement inputs carry --hash options (complete locks, checked on install)
 
 
 @dataclass
@@ -136,6 +137,7 @@ def plan(options: PipInstallOptions) -> Plan:
         venv,
         _cache_line(venv, workspace),
         [i.label for i in inputs],
+        any(b"--hash" in i.content for i in inputs if i.role in ("requirements", "constraints")),
     )
 
 
@@ -223,6 +225,9 @@ def _install(
     cache_folder: Path | None = None
     if base:
         seed = dict((venvs.read_marker(venv) or {}).get("seed") or {})
+        # Until the sync has finished the environment is no set's: a failed sync must not leave it looking
+        # like the restored key's (the next run would take it as that key's local environment).
+        venvs.clear_marker(venv)
     else:
         venvs.create(venv, interp, installer.name, run, uv)
         seed = seed_packages(venv)
@@ -245,7 +250,7 @@ def _install(
 
     with tempfile.TemporaryDirectory(prefix="runcache-pyenv-") as tmp:
         inputs = write_inputs(Path(tmp), options.requirements, options.constraints, options.specs)
-        synced = sync(installer, venv, inputs, options.installer_args, seed, run)
+        synced = sync(installer, venv, inputs, options.installer_args, seed, run, hashed=p.hashed)
     after = {name: version for name, (version, _direct) in synced.after.items()}
     delta = changes(synced.before, after)
     result.added, result.removed, result.changed = delta["added"], delta["removed"], delta["changed"]

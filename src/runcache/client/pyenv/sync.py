@@ -5,7 +5,8 @@ versions are not kept just because they still satisfy a range), then install it,
 asks for any more; the result is compared with the resolution and a difference is an error, never saved.
 
 - uv: `uv pip compile` of the inputs for the environment's interpreter, then `uv pip sync` of that
-  resolution (uv's own exact sync).
+  resolution (uv's own exact sync). `uv pip compile` does not check `--hash` options, so inputs with hashes
+  (complete locks, as pip's hash-checking mode requires) are synced from themselves, hashes checked.
 - pip: `pip install --dry-run --ignore-installed --report` gives the complete resolution; `pip install -r
   <inputs> -c <its versions>` installs it (the inputs keep their hashes, indexes and options; the
   constraints pin what a fresh resolution chose); `pip uninstall` removes the rest, except the packages
@@ -114,11 +115,12 @@ def sync(
     installer_args: list[str],
     seed: dict[str, str],
     run: Runner,
+    hashed: bool = False,
 ) -> Synced:
     before = _versions(installed(venv))
     with tempfile.TemporaryDirectory(prefix="runcache-pyenv-") as tmp:
         if installer.name == "uv":
-            desired = _sync_uv(installer, venv, inputs, installer_args, before, Path(tmp), run)
+            desired = _sync_uv(installer, venv, inputs, installer_args, before, Path(tmp), run, hashed)
         else:
             desired = _sync_pip(venv, inputs, installer_args, seed, before, Path(tmp), run)
     after = installed(venv)
@@ -136,6 +138,7 @@ def _sync_uv(
     before: dict[str, str],
     tmp: Path,
     run: Runner,
+    hashed: bool,
 ) -> dict[str, Pin]:
     uv, python = installer.command[0], str(venv_python(venv))
     resolved = tmp / "resolved.txt"
@@ -143,7 +146,7 @@ def _sync_uv(
          "--output-file", str(resolved), *args])  # fmt: skip
     pins = pins_from_compiled(resolved.read_text())
     if differences(before, pins):
-        run([uv, "pip", "sync", str(resolved), "--python", python, *args])
+        run([uv, "pip", "sync", str(inputs if hashed else resolved), "--python", python, *args])
     return pins
 
 

@@ -72,6 +72,10 @@ def write_marker(venv: Path, data: dict) -> None:
     _replace_file(venv / MARKER, json.dumps({"schema": MARKER_SCHEMA, **data}, indent=2, sort_keys=True).encode())
 
 
+def clear_marker(venv: Path) -> None:
+    (venv / MARKER).unlink(missing_ok=True)
+
+
 def _replace_file(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write `path` whole or not at all: a temp file beside it, renamed over it (never written through)."""
     fd, tmp = tempfile.mkstemp(prefix=".runcache-", dir=path.parent)
