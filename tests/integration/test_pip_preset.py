@@ -343,3 +343,38 @@ def test_environment_that_cannot_be_moved_is_refused_and_rebuilt(make_job, insta
     assert any("exists (entries are immutable)" in w for w in report["warnings"])
     odd.py("import flask, requests")
     assert f"{odd.ws}/.venv" in (odd.venv() / "bin" / "activate").read_text()
+
+
+def test_a_failed_sync_leaves_nothing_that_passes_for_a_finished_environment(make_job) -> None:
+    job = make_job("uv")
+    base = job.run()
+    job.write(BASE + "no-such-package==1.0\n")
+    failed = subprocess.run(
+        [*RUNCACHE, "pip", "install", "-r", "requirements.txt", "--python", sys.executable],
+        cwd=job.ws, env=job.env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert failed.returncode == 1 and "is not ready" in failed.stderr, failed.stderr
+    job.write(BASE)
+    again = job.run()
+    # The prefix-restored environment the failed sync started from is not taken for the base key's.
+    assert again["outcome"] == "hit" and again["matched_key"] == base["key"], again
+
+
+def test_key_follows_installer_arguments_and_includes(make_job) -> None:
+    job = make_job("uv")
+
+    def key(*extra: str) -> str:
+        proc = subprocess.run(
+            [*RUNCACHE, "pip", "key", "-r", "requirements.txt", "--python", sys.executable, "--json", *extra],
+            cwd=job.ws, env=job.env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["key"]
+
+    plain = key()
+    assert key("--", "--no-binary", ":all:") != plain
+    job.write(BASE + "-c pins.txt\n")
+    (job.ws / "pins.txt").write_text("urllib3==2.5.0\n")
+    pinned = key()
+    (job.ws / "pins.txt").write_text("urllib3==2.4.0\n")
+    assert len({plain, pinned, key()}) == 3
