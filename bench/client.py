@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Client speed: `runcache save/restore` beside the real @actions/cache and the local tar | zstd floor.
 
-    .venv/bin/python bench/client.py [--protocol v2] [--repeat 1] [--rate-mbps 100] [--mixed-mib 1024]
-                                     [--pip-cache PATH] [--only pip,venv,mixed]
+    .venv/bin/python bench/client.py [--protocol v2] [--repeat 3] [--rate-mbps 100] [--mixed-mib 1024]
+                                     [--pip-cache PATH] [--only pip,venv,mixed] [--tools floor,cli,actions]
+                                     [--baseline SRC]
 
 Three data sets, built in a temp dir:
 - pip:   a real pip cache ($HOME/.cache/pip under a fake HOME, cached as `~/.cache/pip`), filled by
@@ -15,12 +16,19 @@ For each it times save and restore (into a fresh state: the cached paths are mov
 - the floor: `tar --posix -cf - -P -C <ws> <paths> | zstd -T0 -o <archive>` and `zstd -d -c | tar -xf -`;
 - the runcache CLI (`python -m runcache.cli save|restore --json`);
 - the real @actions/cache 6.3.0 through Node (tests/node), on the same server and protocol;
+- with --baseline SRC, a second runcache CLI run from another source tree (SRC is the directory that holds
+  the `runcache` package, e.g. `git worktree add /tmp/base <commit>` then `--baseline /tmp/base/src`), so
+  a change is measured against its parent in the same paired runs;
 then restores both clients' entries again through bench/throttle.py, a proxy limiting the link to
---rate-mbps each way. Every key is new (keys are immutable); --repeat N reports medians.
-Everything talks to a runcache server on 127.0.0.1; only building the pip data set reaches PyPI.
+--rate-mbps each way. Every key is new (keys are immutable).
 
-Noise: whatever else runs on the machine shows up (the load average is printed), so prefer --repeat 3;
-the order of the tools rotates between repeats. On an ext4 without a journal (as on these VMs) creating
+Pairing: each repeat runs every tool once, back to back (A B C A B C ...), and a comparison between two
+tools is the median of the per-repeat ratios (or differences), never a ratio of two medians: a load spike
+slows both runs of one pair, so it cancels in that pair's ratio, where a ratio of medians can call a win a
+loss when the two medians come from different moments. The seconds shown are plain medians.
+
+Noise: whatever else runs on the machine shows up (the load average is printed), so prefer --repeat 3 or
+more; the order of the tools rotates between repeats. On an ext4 without a journal (as on these VMs) creating
 files soon (up to ~6 min) after a large delete is several times slower, so nothing is deleted between
 measurements (restored copies go to a trash that is emptied at the end): leave a few minutes between
 two runs, or point --tmp at another filesystem. Needs about 10 GB of free space per repeat.
@@ -50,12 +58,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throttle import Throttle
 
-from helpers import RUNCACHE, Server, node_available, run_client
+from helpers import NODE_DIR, RUNCACHE, Server, run_client
 
 MiB = 1024 * 1024
 PACKAGES = ["numpy", "pandas", "scipy", "django", "requests", "sqlalchemy", "rich", "flask", "pytest", "pillow"]
 GOAL_FLOOR = 1.25  # CLI time ≤ 1.25 × floor
 GOAL_THROTTLED = 1.4  # at the limited rate, @actions/cache time ≥ 1.4 × CLI time
+GOAL_OVER_FLOOR_S = 0.15  # a small cache: CLI restore ≤ floor + 0.15 s (start-up is what is left)
 TIMEOUT = 1800
 
 # PyPI sends Cache-Control (immutable for files, 10 minutes for index pages), and pip caches what it
@@ -87,6 +96,10 @@ sys.exit(main())
 
 class BenchError(Exception):
     pass
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "@actions" / "cache").is_dir()
 
 
 @dataclass
@@ -309,16 +322,29 @@ def cli_env(env: Env) -> dict[str, str]:
     return run_env
 
 
-def warm_cli(env: Env) -> None:
+def warm_cli(env: Env, src: Path | None = None) -> None:
     """Fill the CLI's bytecode cache before the first measurement."""
     code = "import runcache.cli, runcache.client.operations, runcache.client.transfer, runcache.client.progress"
-    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(env), capture_output=True, text=True)
-    if proc.returncode != 0:
-        log(f"warning: could not import the CLI's modules: {last_line(proc.stderr)}")
-
-
-def cli(env: Env, ds: DataSet, command: str, key: str, url: str, token: str, protocol: str) -> int:
     run_env = cli_env(env)
+    if src is not None:
+        run_env["PYTHONPATH"] = str(src)
+        run_env["PYTHONPYCACHEPREFIX"] = str(env.root / "pycache-baseline")
+        code += "; import runcache; assert runcache.__file__.startswith(" + repr(str(src)) + "), runcache.__file__"
+    proc = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(
+            f"could not import the CLI's modules{' from ' + str(src) if src else ''}: {last_line(proc.stderr)}"
+        )
+
+
+def cli(
+    env: Env, ds: DataSet, command: str, key: str, url: str, token: str, protocol: str, src: Path | None = None
+) -> int:
+    """The runcache CLI; `src` runs another source tree's (the baseline) through PYTHONPATH."""
+    run_env = cli_env(env)
+    if src is not None:
+        run_env["PYTHONPATH"] = str(src)
+        run_env["PYTHONPYCACHEPREFIX"] = str(env.root / "pycache-baseline")
     run_env.update(
         RUNCACHE_URL=url,
         RUNCACHE_TOKEN=token,
@@ -410,20 +436,22 @@ def restore_run(env: Env, ds: DataSet, fn, *args) -> tuple[float, int]:
 ROWS = [
     ("floor", "tar | zstd -T0 (floor)"),
     ("cli", "runcache CLI"),
+    ("base", "runcache CLI (baseline)"),
     ("actions", "@actions/cache 6.3.0"),
     ("cli@", "runcache CLI @ {rate}"),
+    ("base@", "baseline CLI @ {rate}"),
     ("actions@", "@actions/cache @ {rate}"),
 ]
 
 
 @dataclass
 class Cell:
-    times: list[float] = field(default_factory=list)
+    times: dict[int, float] = field(default_factory=dict)  # repeat → seconds: runs pair up by repeat
     error: str = ""
 
     @property
     def value(self) -> float | None:
-        return statistics.median(self.times) if self.times and not self.error else None
+        return statistics.median(self.times.values()) if self.times and not self.error else None
 
 
 @dataclass
@@ -438,18 +466,37 @@ class Results:
         c = self.cells.get((ds, row, op))
         return c.value if c else None
 
+    def pairs(self, ds: str, a: tuple[str, str], b: tuple[str, str]) -> list[tuple[float, float]]:
+        """(a, b) times of the repeats where both ran, in repeat order."""
+        ca, cb = self.cells.get((ds, *a)), self.cells.get((ds, *b))
+        if not ca or not cb or ca.error or cb.error:
+            return []
+        return [(ca.times[r], cb.times[r]) for r in sorted(ca.times.keys() & cb.times.keys())]
+
+    def ratio(self, ds: str, a: tuple[str, str], b: tuple[str, str]) -> float | None:
+        """Median over the repeats of a's time ÷ b's time (the pair ran back to back)."""
+        ratios = [x / y for x, y in self.pairs(ds, a, b) if y > 0]
+        return statistics.median(ratios) if ratios else None
+
+    def diff(self, ds: str, a: tuple[str, str], b: tuple[str, str]) -> float | None:
+        """Median over the repeats of a's time − b's time."""
+        diffs = [x - y for x, y in self.pairs(ds, a, b)]
+        return statistics.median(diffs) if diffs else None
+
 
 LOG_LABELS = {
     "floor": "floor",
     "cli": "runcache CLI",
+    "base": "runcache CLI (baseline)",
     "actions": "@actions/cache",
     "cli@": "runcache CLI (limited link)",
+    "base@": "baseline CLI (limited link)",
     "actions@": "@actions/cache (limited link)",
 }
 
 
-def measure(results: Results, env: Env, ds: DataSet, row: str, op: str, fn, *args) -> int | None:
-    """Time one save or restore into `results`; None when it failed (the error is kept for the report)."""
+def measure(results: Results, env: Env, ds: DataSet, rep: int, row: str, op: str, fn, *args) -> int | None:
+    """Time one save or restore (repeat `rep`) into `results`; None when it failed (the error is kept)."""
     cell = results.cell(ds.name, row, op)
     if cell.error:
         return None
@@ -460,7 +507,7 @@ def measure(results: Results, env: Env, ds: DataSet, row: str, op: str, fn, *arg
         cell.error = str(exc) or type(exc).__name__
         log(f"  {ds.name:5} {label:29} {op:7}  ERROR {cell.error.splitlines()[0][:200]}")
         return None
-    cell.times.append(secs)
+    cell.times[rep] = secs
     if size:
         results.sizes[(ds.name, row)] = size
     log(f"  {ds.name:5} {label:29} {op:7} {secs:7.2f} s" + (f"  ({size / 1e6:,.1f} MB archive)" if size else ""))
@@ -478,40 +525,45 @@ def run_dataset(
     protocol: str,
     repeat: int,
     nonce: str,
+    tool_rows: list[str],
+    baseline: Path | None,
 ) -> None:
     archive = env.root / "floor.tar.zst"
-    tools = {"cli": cli, "actions": actions}
+    tools = {
+        "cli": cli,
+        "base": lambda *a: cli(*a, src=baseline),
+        "actions": actions,
+    }
+    clients = [t for t in tool_rows if t != "floor"]
 
-    def run(row: str, op: str, keys: dict[str, str], url: str = server.url) -> int | None:
+    def run(rep: int, row: str, op: str, keys: dict[str, str], url: str = server.url) -> int | None:
         if row == "floor":
             fn = floor_save if op == "save" else floor_restore
-            return measure(results, env, ds, row, op, fn, env, ds, archive)
+            return measure(results, env, ds, rep, row, op, fn, env, ds, archive)
         cell_row = row if url == server.url else row + "@"
-        return measure(results, env, ds, cell_row, op, tools[row], env, ds, op, keys[row], url, token, protocol)
+        return measure(results, env, ds, rep, cell_row, op, tools[row], env, ds, op, keys[row], url, token, protocol)
 
     for r in range(repeat):
-        # The order rotates between repeats, so drift in the machine's load does not favour one tool.
-        order = ["floor", "cli", "actions"]
-        order = order[r % 3 :] + order[: r % 3]
-        keys = {row: f"bench-{ds.name}-{row}-{nonce}-{r}" for row in tools}
-        saved = {row: run(row, "save", keys) is not None for row in order}
-        restored = {row: saved[row] and run(row, "restore", keys) is not None for row in order}
+        # One run of every tool per repeat, back to back (the pairs the ratios are taken over); the order
+        # rotates between repeats, so a steady drift in the machine's load does not favour one tool.
+        k = r % len(tool_rows)
+        order = tool_rows[k:] + tool_rows[:k]
+        keys = {row: f"bench-{ds.name}-{row}-{nonce}-{r}" for row in clients}
+        saved = {row: run(r, row, "save", keys) is not None for row in order}
+        restored = {row: saved[row] and run(r, row, "restore", keys) is not None for row in order}
         archive.unlink(missing_ok=True)
         if proxy is None:
             continue
-        for row in ("cli", "actions") if r % 2 == 0 else ("actions", "cli"):
+        k = r % len(clients) if clients else 0
+        for row in clients[k:] + clients[:k]:
             if not restored[row]:
                 results.cell(ds.name, row + "@", "restore").error = "no entry (the unlimited run failed)"
                 continue
             proxy.reset_counters()
-            size = run(row, "restore", keys, proxy.url)
+            size = run(r, row, "restore", keys, proxy.url)
             if size and proxy.down_bytes < size:
                 cell = results.cell(ds.name, row + "@", "restore")
                 cell.error = f"only {proxy.down_bytes} of {size} archive bytes went through the proxy"
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b is not None and b > 0 else None
 
 
 def fmt_s(v: float | None, cell: Cell | None = None) -> str:
@@ -524,16 +576,26 @@ def fmt_x(v: float | None) -> str:
     return "" if v is None else f"{v:.2f}x"
 
 
+def fmt_d(v: float | None) -> str:
+    return "" if v is None else f"{v:+.2f}"
+
+
 def report(results: Results, datasets: list[DataSet], rate_label: str) -> list[tuple[str, str, bool | None]]:
-    """Print one table per data set with its goals; return (dataset, goal, passed) for the summary."""
+    """Print one table per data set with its goals; return (dataset, goal, passed) for the summary.
+
+    Every ratio and difference is the median over the repeats of that repeat's pair (see the module doc)."""
     goals: list[tuple[str, str, bool | None]] = []
-    head = f"{'':28} {'save s':>8} {'restore s':>9} {'save':>8} {'restore':>8} {'save':>9} {'restore':>9}"
-    sub = f"{'':28} {'':>8} {'':>9} {'÷ floor':>8} {'÷ floor':>8} {'speed-up':>9} {'speed-up':>9}"
+    head = (
+        f"{'':28} {'save s':>8} {'restore s':>9} {'save':>8} {'restore':>8} {'restore':>8} {'save':>9} {'restore':>9}"
+    )
+    sub = f"{'':28} {'':>8} {'':>9} {'÷ floor':>8} {'÷ floor':>8} {'− floor':>8} {'speed-up':>9} {'speed-up':>9}"
     for ds in datasets:
         g = lambda row, op, ds=ds: results.get(ds.name, row, op)  # noqa: E731
+        pr = lambda a, b, op, ds=ds: results.ratio(ds.name, (a, op), (b, op))  # noqa: E731
+        pd = lambda a, b, op, ds=ds: results.diff(ds.name, (a, op), (b, op))  # noqa: E731
         sizes = ", ".join(
             f"{name} {results.sizes[(ds.name, row)] / 1e6:,.1f} MB"
-            for row, name in (("floor", "floor"), ("cli", "CLI"), ("actions", "@actions/cache"))
+            for row, name in (("floor", "floor"), ("cli", "CLI"), ("base", "baseline"), ("actions", "@actions/cache"))
             if (ds.name, row) in results.sizes
         )
         print(f"\n{ds.title} ({', '.join(ds.paths)}): {ds.tree}")
@@ -544,6 +606,8 @@ def report(results: Results, datasets: list[DataSet], rate_label: str) -> list[t
         for row, label in ROWS:
             if row.endswith("@") and not rate_label:
                 continue
+            if not any(k[0] == ds.name and k[1] == row for k in results.cells):
+                continue
             label = label.format(rate=rate_label)
             save, restore = g(row, "save"), g(row, "restore")
             cols = [
@@ -552,47 +616,54 @@ def report(results: Results, datasets: list[DataSet], rate_label: str) -> list[t
             ]
             if row.endswith("@"):
                 cols[0] = "-"
-            sf = rf = su = ru = ""
-            if row in ("cli", "actions"):
-                sf, rf = fmt_x(ratio(save, g("floor", "save"))), fmt_x(ratio(restore, g("floor", "restore")))
-            if row == "cli":
-                su, ru = fmt_x(ratio(g("actions", "save"), save)), fmt_x(ratio(g("actions", "restore"), restore))
-            if row == "cli@":
-                ru = fmt_x(ratio(g("actions@", "restore"), restore))
-            print(f"{label:28} {cols[0]:>8} {cols[1]:>9} {sf:>8} {rf:>8} {su:>9} {ru:>9}")
-        print("÷ floor: time over the floor's (lower is better); speed-up: @actions/cache time over the CLI's")
+            sf = rf = rd = su = ru = ""
+            if row in ("cli", "base", "actions"):
+                sf, rf = fmt_x(pr(row, "floor", "save")), fmt_x(pr(row, "floor", "restore"))
+                rd = fmt_d(pd(row, "floor", "restore"))
+            if row in ("cli", "base"):
+                su, ru = fmt_x(pr("actions", row, "save")), fmt_x(pr("actions", row, "restore"))
+            if row in ("cli@", "base@"):
+                ru = fmt_x(pr("actions@", row, "restore"))
+            print(f"{label:28} {cols[0]:>8} {cols[1]:>9} {sf:>8} {rf:>8} {rd:>8} {su:>9} {ru:>9}")
+        print(
+            "÷ floor / − floor: time over / minus the floor's (lower is better); "
+            "speed-up: @actions/cache time over the CLI's"
+        )
+        if any(k[0] == ds.name and k[1] == "base" for k in results.cells):
+            parts = [
+                f"save {fmt_x(pr('cli', 'base', 'save')) or 'n/a'}",
+                f"restore {fmt_x(pr('cli', 'base', 'restore')) or 'n/a'}",
+            ]
+            if rate_label:
+                parts.append(f"restore @ {rate_label} {fmt_x(pr('cli@', 'base@', 'restore')) or 'n/a'}")
+            print(f"CLI ÷ baseline (below 1: the change is faster): {', '.join(parts)}")
         checks = [
-            (f"CLI save ≤ {GOAL_FLOOR}x floor", ratio(g("cli", "save"), g("floor", "save")), lambda x: x <= GOAL_FLOOR),
+            (f"CLI save ≤ {GOAL_FLOOR}x floor", pr("cli", "floor", "save"), lambda x: x <= GOAL_FLOOR, fmt_x),
+            (f"CLI restore ≤ {GOAL_FLOOR}x floor", pr("cli", "floor", "restore"), lambda x: x <= GOAL_FLOOR, fmt_x),
             (
-                f"CLI restore ≤ {GOAL_FLOOR}x floor",
-                ratio(g("cli", "restore"), g("floor", "restore")),
-                lambda x: x <= GOAL_FLOOR,
+                f"CLI restore ≤ floor + {GOAL_OVER_FLOOR_S} s",
+                pd("cli", "floor", "restore"),
+                lambda x: x <= GOAL_OVER_FLOOR_S,
+                lambda v: "" if v is None else f"{v:+.3f} s",
             ),
-            (
-                "CLI save not slower than @actions/cache",
-                ratio(g("actions", "save"), g("cli", "save")),
-                lambda x: x >= 1,
-            ),
-            (
-                "CLI restore not slower than @actions/cache",
-                ratio(g("actions", "restore"), g("cli", "restore")),
-                lambda x: x >= 1,
-            ),
+            ("CLI save not slower than @actions/cache", pr("actions", "cli", "save"), lambda x: x >= 1, fmt_x),
+            ("CLI restore not slower than @actions/cache", pr("actions", "cli", "restore"), lambda x: x >= 1, fmt_x),
         ]
         if rate_label:
             checks.append(
                 (
                     f"CLI restore ≥ {GOAL_THROTTLED}x faster than @actions/cache @ {rate_label}",
-                    ratio(g("actions@", "restore"), g("cli@", "restore")),
+                    pr("actions@", "cli@", "restore"),
                     lambda x: x >= GOAL_THROTTLED,
+                    fmt_x,
                 )
             )
         print("goals:")
-        for name, value, test in checks:
+        for name, value, test, fmt in checks:
             ok = None if value is None else bool(test(value))
             mark = {True: "PASS", False: "MISS", None: "n/a "}[ok]
             what = "" if "floor" in name or value is None else " speed-up"
-            print(f"  {mark}  {name:58} {fmt_x(value) or 'not measured'}{what}")
+            print(f"  {mark}  {name:58} {fmt(value) or 'not measured'}{what}")
             goals.append((ds.title, name, ok))
         errors = [(row, op, c.error) for (d, row, op), c in results.cells.items() if d == ds.name and c.error]
         for row, op, err in errors:
@@ -619,15 +690,25 @@ def tool_versions() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=["v1", "v2"], default="v2", help="cache protocol for both clients")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is shown")
+    ap.add_argument("--repeat", type=int, default=3, help="paired runs per measurement (A B A B ...)")
     ap.add_argument("--rate-mbps", type=float, default=100.0, help="link for the limited restores (0: skip them)")
     ap.add_argument("--mixed-mib", type=int, default=1024, help="size of the synthetic mixed tree")
     ap.add_argument("--pip-cache", type=Path, help="copy this pip cache instead of filling one from PyPI")
     ap.add_argument("--packages", default=",".join(PACKAGES), help="comma-separated packages for pip and venv")
     ap.add_argument("--only", default="pip,venv,mixed", help="comma-separated data sets to run")
     ap.add_argument("--tmp", type=Path, help="parent of the temp dir (default the system's)")
+    ap.add_argument("--tools", default="floor,cli,actions", help="comma-separated: floor, cli, actions")
+    ap.add_argument(
+        "--baseline", type=Path, help="also run the runcache CLI from this source tree (the dir holding `runcache`)"
+    )
     args = ap.parse_args()
-    if not node_available():
+    tool_rows = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if unknown := set(tool_rows) - {"floor", "cli", "actions"}:
+        print(f"unknown --tools: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    if args.baseline:
+        tool_rows.insert(tool_rows.index("cli") + 1 if "cli" in tool_rows else len(tool_rows), "base")
+    if "actions" in tool_rows and not node_available():
         print("bench needs the Node test clients: run scripts/setup --dev first", file=sys.stderr)
         return 2
     for tool in ("tar", "zstd"):
@@ -659,6 +740,8 @@ def main() -> int:
             log(f"{ds.title}: {ds.tree}")
 
         warm_cli(env)
+        if args.baseline:
+            warm_cli(env, args.baseline.resolve())
         server = Server(root / "server-data").start()
         proxy = Throttle(server.url, args.rate_mbps).start() if rate_label else None
         token = server.token()
@@ -676,6 +759,8 @@ def main() -> int:
                     protocol=args.protocol,
                     repeat=args.repeat,
                     nonce=nonce,
+                    tool_rows=tool_rows,
+                    baseline=args.baseline.resolve() if args.baseline else None,
                 )
         finally:
             load_end = os.getloadavg()[0]
@@ -699,7 +784,8 @@ def print_report(
     print(f"\nrunning on {cores} cores ({usable} usable), {tool_versions()}")
     print(f"load average (1 min) {load[0]:.2f} before the measurements, {load[1]:.2f} after")
     print(
-        f"protocol {args.protocol}, runcache server on 127.0.0.1, median of {args.repeat} run(s) each"
+        f"protocol {args.protocol}, runcache server on 127.0.0.1, {args.repeat} paired run(s): seconds are medians, "
+        "ratios the median of the per-repeat ratios"
         + (f", limited link {rate_label} each way through bench/throttle.py" if rate_label else "")
     )
     goals = report(results, datasets, rate_label)
