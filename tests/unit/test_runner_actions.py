@@ -605,7 +605,7 @@ def test_setup_python_errors(tmp_path: Path) -> None:
               - name: poetry
                 continue-on-error: true
                 uses: actions/setup-python@v5
-                with: {cache: poetry, update-environment: false, python-version: '3'}
+                with: {cache: npm, update-environment: false, python-version: '3'}
               - name: missing file
                 continue-on-error: true
                 uses: actions/setup-python@v5
@@ -617,7 +617,7 @@ def test_setup_python_errors(tmp_path: Path) -> None:
     assert "Interpreters found:" in too_old
     assert "Invalid python-version 'three'" in text_of(c, r, "nonsense")
     assert "is not available locally" in text_of(c, r, "arch")
-    assert "Caching for 'poetry' is not supported" in text_of(c, r, "poetry")
+    assert "Caching for 'npm' is not supported" in text_of(c, r, "poetry")
     assert "nope.txt doesn't exist" in text_of(c, r, "missing file")
     assert all(s.outcome == "failure" for s in r.jobs[0].steps if s.stage == "main")
 

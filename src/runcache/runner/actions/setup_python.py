@@ -4,16 +4,19 @@ The interpreter is found among pyenv, uv, asdf, tool-cache and PATH installation
 setup-python's version rules. The job then gets a fresh virtual environment of it at a stable place in
 the tool cache (``$RUNNER_TOOL_CACHE/Python/<version>/<arch>``), so ``python``/``pip`` install into the
 job's own environment, never into your system Python, and ``env.pythonLocation`` stays the same from
-run to run (workflows use it in cache paths and keys). ``cache: pip`` works like the real action's,
-through the run's cache service.
+run to run (workflows use it in cache paths and keys). ``cache: pip | pipenv | poetry`` work like the
+real action's (src/cache-distributions), through the run's cache service: the same keys, folders,
+dependency-file patterns and ``cache-hit`` output, saved by the post step unless the restore was exact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -51,8 +54,7 @@ def linux_os_info() -> tuple[str, str]:
             if "=" in line:
                 k, v = line.split("=", 1)
                 info[k] = v.strip().strip('"')
-    name = (info.get("NAME") or info.get("ID") or "Linux").split()[0]
-    return name, info.get("VERSION_ID", "")
+    return info.get("ID") or "Linux", info.get("VERSION_ID", "")
 
 
 def _versions_from_file(ctx: ActionContext, name: str) -> list[str]:
@@ -229,103 +231,264 @@ class SetupPythonAction(BuiltinAction):
         _ensure_names(bin_dir, Path(interp.executable), interp, link=True)
         return str(bin_dir / "python")
 
-    # --- cache: pip ----------------------------------------------------------------------------
+    # --- cache: pip | pipenv | poetry ------------------------------------------------------------
     def _restore_cache(self, ctx: ActionContext, cache: str, python: str, interp: pythons.Interpreter | None) -> None:
-        if cache != "pip":
-            raise ActionFailed(
-                f"Caching for '{cache}' is not supported by runcache run; use cache: pip, or actions/cache"
-            )
+        if cache not in CACHE_MANAGERS:
+            raise ActionFailed(f"Caching for '{cache}' is not supported")
         ctx.info(f"Cache: {cache}")
-        proc = subprocess.run(
-            [python, "-m", "pip", "cache", "dir"], capture_output=True, text=True, env=ctx.env, cwd=ctx.workspace
-        )
-        cache_dir = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
-        if not cache_dir:
-            raise ActionFailed("Could not get cache folder path for pip package manager")
         dependency = ctx.get_input("cache-dependency-path")
-        patterns = dependency or "**/requirements.txt"
+        patterns = (dependency or DEPENDENCY_DEFAULTS[cache]).split("\n")
         assert ctx.hash_files is not None
-        file_hash = ctx.hash_files(patterns.split("\n"))
-        if not file_hash and not dependency:
-            file_hash = ctx.hash_files(["**/pyproject.toml"])
+        file_hash = ctx.hash_files(patterns)
+        if not file_hash and cache == "pip":
+            file_hash = ctx.hash_files([PIP_BACKUP_PATTERN])
         if not file_hash:
-            shown = ",".join(patterns.split("\n")) + ("" if dependency else " or **/pyproject.toml")
+            shown = ",".join(patterns) + (f" or {PIP_BACKUP_PATTERN}" if cache == "pip" else "")
             raise ActionFailed(
                 f"No file in {ctx.workspace} matched to [{shown}], make sure you have checked out the target repository"
             )
-        version = _output_version(interp) if interp else _python_version(python)
-        runner_os = str(ctx.runner.get("os", "Linux"))
-        prefix = f"setup-python-{runner_os}-{_host_arch()}"
-        if runner_os == "Linux":
-            os_name, os_version = linux_os_info()
-            prefix += f"-{os_version}-{os_name}"
-        restore_key = f"{prefix}-python-{version}-pip"
-        primary = f"{restore_key}-{file_hash}"
-        ctx.save_state("cache-paths", cache_dir)
-        ctx.save_state("cache-primary-key", primary)
-        if ctx.cache is None:
-            ctx.warning("The cache service is disabled for this run (runcache run --no-cache)")
+        version = _cache_version(interp) if interp else _python_version(python)
+        primary, restore_keys = cache_keys(
+            cache, str(ctx.runner.get("os", "Linux")), _host_arch(), os_key_segment(), version, file_hash
+        )
+        projects: list[Path] = []
+        if cache == "pip":
+            paths = [_pip_cache_dir(ctx, python)]
+        elif cache == "pipenv":
+            paths = [str(Path(ctx.env.get("HOME") or Path.home()) / ".local" / "share" / "virtualenvs")]
+        else:
+            paths, projects = _poetry_paths(ctx, patterns)
+        ctx.save_state("cache-paths", json.dumps(paths))
+        matched = restore_tool_cache(ctx, paths=paths, primary=primary, restore_keys=restore_keys)
+        if matched is None:  # the service failed or is off: the real action logs it and sets cache-hit false
             ctx.set_output("cache-hit", "false")
             return
-        from runcache.client.operations import restore
-
-        record = CacheRecord(ctx.step_name, "restore", primary, "miss", restore_keys=[restore_key], paths=[cache_dir])
-        ctx.record(record)
-        with contextlib.chdir(ctx.workspace), ctx.cache.client() as client:
-            result = restore(
-                client, paths=[cache_dir], key=primary, restore_keys=[restore_key], workspace=ctx.workspace
-            )
-        record.bytes, record.seconds = result.bytes, result.seconds
-        if result.warning:
-            ctx.warning(result.warning)
-            record.message = result.warning
-        if result.matched_key:
-            record.matched_key = result.matched_key
-            record.result = "hit" if result.matched_key == primary else "restore-key"
-            ctx.save_state("cache-matched-key", result.matched_key)
-            ctx.info(f"Cache restored from key: {result.matched_key}")
+        ctx.save_state("cache-primary-key", primary)
+        if cache == "poetry":
+            _poetry_use_python(ctx, projects)
+        if matched:
+            ctx.save_state("cache-matched-key", matched)
+            ctx.info(f"Cache restored from key: {matched}")
         else:
             ctx.info(f"{cache} cache is not found")
-        ctx.set_output("cache-hit", "true" if result.matched_key == primary else "false")
+        ctx.set_output("cache-hit", "true" if matched == primary else "false")
 
     def post(self, ctx: ActionContext) -> None:
-        if not ctx.get_input("cache"):
+        cache = ctx.get_input("cache")
+        if not cache or ctx.cache is None:
             return
-        from runcache.client.operations import save
-
-        cache_dir = ctx.get_state("cache-paths")
-        primary = ctx.get_state("cache-primary-key")
-        matched = ctx.get_state("cache-matched-key")
-        if not cache_dir:
-            ctx.warning("There are no cache folders on the disk")
-            return
-        if not Path(cache_dir).exists():
+        state = ctx.get_state("cache-paths")
+        if not state:
             ctx.warning(
-                f"Cache folder path is retrieved for pip but doesn't exist on disk: {cache_dir}. This likely "
-                "indicates that there are no dependencies to cache. "
+                "Cache paths are empty. Please check the previous logs and make sure that the python version is "
+                "specified"
+            )
+            return
+        paths: list[str] = json.loads(state)
+        if not any(Path(p).exists() for p in paths):
+            ctx.warning(
+                f"Cache folder path is retrieved for {cache} but doesn't exist on disk: {', '.join(paths)}. This "
+                "likely indicates that there are no dependencies to cache. "
                 "Consider removing the cache step if it is not needed."
             )
             return
+        primary = ctx.get_state("cache-primary-key")
         if not primary:
             ctx.warning("Error retrieving key from state.")
             return
-        if matched == primary:
+        if ctx.get_state("cache-matched-key") == primary:
             ctx.info(f"Cache hit occurred on the primary key {primary}, not saving cache.")
             ctx.record(CacheRecord(ctx.step_name, "save", primary, "skipped", message="exact hit: not saving"))
             return
-        if ctx.cache is None:
-            return
-        record = CacheRecord(ctx.step_name, "save", primary, "not-saved", paths=[cache_dir])
-        ctx.record(record)
-        with contextlib.chdir(ctx.workspace), ctx.cache.client() as client:
-            result = save(client, paths=[cache_dir], key=primary, workspace=ctx.workspace)
-        record.bytes, record.seconds = result.bytes, result.seconds
-        if not result.saved:
-            record.message = result.warning
-            ctx.warning(result.warning)
-            return
-        record.result = "saved"
-        ctx.info(f"Cache saved with the key: {primary}")
+        if save_tool_cache(ctx, paths=paths, primary=primary):
+            ctx.info(f"Cache saved with the key: {primary}")
+
+
+# --- the cache rules shared with astral-sh/setup-uv --------------------------------------------------
+
+CACHE_MANAGERS = ("pip", "pipenv", "poetry")
+DEPENDENCY_DEFAULTS = {"pip": "**/requirements.txt", "pipenv": "**/Pipfile.lock", "poetry": "**/poetry.lock"}
+# pip alone falls back to this when the dependency patterns match nothing.
+PIP_BACKUP_PATTERN = "**/pyproject.toml"
+
+
+def cache_keys(
+    manager: str, runner_os: str, arch: str, os_segment: str, version: str, file_hash: str
+) -> tuple[str, list[str]]:
+    """setup-python's primary key and restore keys: only pip's entries are taken over by prefix, because a
+    pip cache of other requirements still saves downloads while another project's virtualenvs are only bytes.
+    Poetry's ``v2`` retires the entries its earlier, broken releases made."""
+    base = f"setup-python-{runner_os}-{arch}{os_segment}-python-{version}-{manager}"
+    if manager == "pip":
+        return f"{base}-{file_hash}", [base]
+    if manager == "poetry":
+        return f"{base}-v2-{file_hash}", []
+    return f"{base}-{file_hash}", []
+
+
+def os_key_segment() -> str:
+    """``-<version>-<distribution>`` on Linux (binary wheels differ between distributions), else nothing."""
+    if platform.system() != "Linux":
+        return ""
+    name, version = linux_os_info()
+    if name.lower() == "rhel" or "redhat" in name.lower():
+        # lsb_release and os-release spell RHEL differently, and one major release keeps one ABI.
+        return f"-{version.split('.')[0]}-rhel"
+    return f"-{version}-{name}"
+
+
+def restore_tool_cache(ctx: ActionContext, *, paths: list[str], primary: str, restore_keys: list[str]) -> str | None:
+    """Restore a setup action's cache through the run's service: the matched key, ``''`` on a miss, ``None``
+    when nothing could be asked (no service, or it failed; a warning says which)."""
+    from runcache.client.operations import restore
+    from runcache.runner.actions.cache import NO_SERVICE_WARNING, _Meter
+
+    if ctx.cache is None:
+        ctx.warning(NO_SERVICE_WARNING)
+        return None
+    record = CacheRecord(ctx.step_name, "restore", primary, "miss", restore_keys=list(restore_keys), paths=paths)
+    ctx.record(record)
+    try:
+        with ctx.cache.client() as client:
+            result = restore(
+                client,
+                paths=paths,
+                key=primary,
+                restore_keys=list(restore_keys),
+                workspace=ctx.workspace,
+                progress=_Meter(ctx, "downloading"),
+                cwd=ctx.workspace,
+            )
+    except Exception as exc:  # the actions log a failed restore and go on without a cache, never fail the job
+        record.result, record.message = "failed", str(exc)
+        ctx.warning(str(exc))
+        return None
+    record.bytes, record.seconds = result.bytes, result.seconds
+    if result.warning:
+        ctx.warning(result.warning)
+        record.message = result.warning
+    if not result.matched_key:
+        if result.warning:
+            record.result = "failed"
+            return None
+        return ""
+    record.matched_key = result.matched_key
+    record.result = "hit" if result.matched_key == primary else "restore-key"
+    return result.matched_key
+
+
+def save_tool_cache(ctx: ActionContext, *, paths: list[str], primary: str) -> bool:
+    """Save a setup action's cache in its post step; problems are warnings (the job has passed already)."""
+    from runcache.client.operations import save
+    from runcache.runner.actions.cache import NO_SERVICE_WARNING, _Meter
+
+    if ctx.cache is None:
+        ctx.warning(NO_SERVICE_WARNING)
+        return False
+    record = CacheRecord(ctx.step_name, "save", primary, "not-saved", paths=paths)
+    ctx.record(record)
+    try:
+        with ctx.cache.client() as client:
+            result = save(
+                client,
+                paths=paths,
+                key=primary,
+                workspace=ctx.workspace,
+                progress=_Meter(ctx, "uploading"),
+                cwd=ctx.workspace,
+            )
+    except Exception as exc:
+        record.message = str(exc)
+        ctx.warning(str(exc))
+        return False
+    record.bytes, record.seconds = result.bytes, result.seconds
+    if not result.saved:
+        record.message = result.warning
+        ctx.warning(result.warning)
+        return False
+    record.result = "saved"
+    return True
+
+
+def _pip_cache_dir(ctx: ActionContext, python: str) -> str:
+    # The real action asks the `pip` first on PATH, which after this action is the job environment's.
+    pip = shutil.which("pip", path=ctx.env.get("PATH"))
+    argv = [pip, "cache", "dir"] if pip else [python, "-m", "pip", "cache", "dir"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ctx.env, cwd=ctx.workspace)
+    cache_dir = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
+    if not cache_dir:
+        raise ActionFailed("Could not get cache folder path for pip package manager")
+    if cache_dir.startswith("~"):
+        cache_dir = str(Path(ctx.env.get("HOME") or Path.home())) + cache_dir[1:]
+    return cache_dir
+
+
+def parse_poetry_config(text: str) -> dict[str, object]:
+    """``poetry config --list``: ``name = <JSON value>  # resolved value`` per line."""
+    config: dict[str, object] = {}
+    for line in text.splitlines():
+        line = re.sub(r"#.*$", "", line)
+        name, sep, value = line.partition("=")
+        if not sep:
+            continue
+        with contextlib.suppress(ValueError):
+            config[name.strip()] = json.loads(value.strip())
+    return config
+
+
+def poetry_cache_paths(project: Path, config: dict[str, object]) -> list[str]:
+    """One project's folders to cache: poetry's virtualenvs folder, and ``.venv`` for in-project ones."""
+    cache_dir = str(config.get("cache-dir") or "")
+    venvs = str(config.get("virtualenvs.path") or "").replace("{cache-dir}", cache_dir)
+    paths = [venvs] if venvs else []
+    if config.get("virtualenvs.in-project"):
+        paths.append(str(project / ".venv"))
+    return paths
+
+
+def _poetry_paths(ctx: ActionContext, patterns: list[str]) -> tuple[list[str], list[Path]]:
+    from runcache.client.hashfiles import list_hashed_files
+
+    poetry = shutil.which("poetry", path=ctx.env.get("PATH"))
+    paths: list[str] = []
+    projects: list[Path] = []
+    for rel in list_hashed_files(patterns, ctx.workspace):
+        project = (ctx.workspace / rel).parent
+        if project in projects:
+            continue
+        projects.append(project)
+        if not poetry:
+            raise ActionFailed(
+                "Unable to locate executable file: poetry. Install poetry before this step (pipx install poetry, "
+                "or pip-install: poetry); runcache run installs no tools itself"
+            )
+        proc = subprocess.run([poetry, "config", "--list"], capture_output=True, text=True, env=ctx.env, cwd=project)
+        if proc.returncode and proc.stderr:
+            raise ActionFailed("Could not get cache folder path for poetry package manager")
+        for path in poetry_cache_paths(project, parse_poetry_config(proc.stdout)):
+            if path not in paths:
+                paths.append(path)
+    return paths, projects
+
+
+def _poetry_use_python(ctx: ActionContext, projects: list[Path]) -> None:
+    """Point each project's (restored) virtualenv at this job's interpreter, as the real action does."""
+    python = shutil.which("python", path=ctx.env.get("PATH"))
+    if not python:
+        ctx.warning("python binaries were not found in PATH")
+        return
+    poetry = shutil.which("poetry", path=ctx.env.get("PATH")) or "poetry"
+    for project in projects:
+        proc = subprocess.run([poetry, "env", "use", python], capture_output=True, text=True, env=ctx.env, cwd=project)
+        if proc.returncode:
+            ctx.warning(proc.stderr.strip() or f"poetry env use {python} failed in {project}")
+
+
+def _cache_version(interp: pythons.Interpreter) -> str:
+    """The interpreter's version as setup-python puts it in keys (PyPy: ``<PyPy version>-<Python version>``)."""
+    if interp.impl == "PyPy" and interp.impl_version:
+        return f"{'.'.join(map(str, interp.impl_version))}-{interp.version_string}"
+    return interp.version_string
 
 
 def _output_version(interp: pythons.Interpreter) -> str:
