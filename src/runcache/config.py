@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".runcache"
+DOWNLOAD_MODES = ("proxy", "direct")
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Settings:
     reservation_ttl: int = 3600  # seconds an unfinished upload keeps its key reserved
     upload_idle_timeout: int = 300  # seconds without bytes after which an upload expires (0: only the TTL)
     url_ttl: int = 600  # seconds a signed blob URL stays valid
+    downloads: str = "proxy"  # proxy: archives stream through the server; direct: presigned object-store URLs
     github_jwks_url: str = ""
     github_jwks_file: str = ""
     github_issuer: str = ""

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -129,6 +130,26 @@ def test_missing_blob(store: BlobStore) -> None:
     with pytest.raises(BlobMissing):
         read(store, "999", 0, 0)
     store.delete("999")  # deleting what is not there is not an error
+
+
+def test_download_url_is_the_blob_or_none(store: BlobStore, tmp_path: Path) -> None:
+    """A store either has no URLs of its own (the server streams its bytes) or hands out one that GETs
+    exactly this blob, whole or by range, and nothing else; the lifetime is bounded."""
+    data = os.urandom(200_000)
+    store.put_file("7", staged(tmp_path, data), size=len(data), sha256=sha(data))
+    url = store.download_url("7", 60)
+    if isinstance(store, DiskBlobStore):
+        assert url is None
+        return
+    assert url is not None
+    assert httpx.get(url).content == data
+    part = httpx.get(url, headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.content == data[1000:2000]
+    assert httpx.head(url).status_code == 403  # signed for GET only
+    store.put_file("8", staged(tmp_path, b"other"), size=5, sha256=sha(b"other"))
+    assert httpx.get(url.replace("/7?", "/8?")).status_code == 403
+    with pytest.raises(ValueError):
+        store.download_url("7", 0)
 
 
 def test_contains_many(store: BlobStore, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from runcache.cli import data_dir_flag
-from runcache.config import Settings
+from runcache.config import DOWNLOAD_MODES, Settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -23,6 +23,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reservation_ttl=args.reservation_ttl,
         upload_idle_timeout=args.upload_idle_timeout,
         url_ttl=args.url_ttl,
+        downloads=args.downloads,
         github_jwks_url=args.github_jwks_url,
         github_jwks_file=args.github_jwks_file,
         github_issuer=args.github_issuer,
@@ -73,6 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--url-ttl", type=int, help="seconds a signed blob URL stays valid (env RUNCACHE_URL_TTL, default 600)"
+    )
+    p.add_argument(
+        "--downloads",
+        choices=list(DOWNLOAD_MODES),
+        help="how restores fetch archives: proxy = streamed by this server from its blob store; direct = a "
+        "presigned URL straight to the object store (s3:// blobs only; runners must reach its endpoint, "
+        "see RUNCACHE_S3_PUBLIC_ENDPOINT) (env RUNCACHE_DOWNLOADS, default proxy)",
     )
     p.add_argument(
         "--github-jwks-url",

@@ -23,13 +23,14 @@ from runcache.auth import Authenticator
 from runcache.auth.github import GitHubTokenVerifier
 from runcache.auth.signing import UrlSigner
 from runcache.auth.tokens import TokenIssuer
-from runcache.config import Settings
+from runcache.config import DOWNLOAD_MODES, Settings
 from runcache.core.eviction import validate_retention, validate_storage_limit
 from runcache.core.limits import MB, UploadLimits
 from runcache.server import blob, ghcompat, rest, twirp, uploads_api, v1, web
 from runcache.server.common import AppState
 from runcache.services.cache import CacheService
 from runcache.services.management import Management
+from runcache.store.blobs import BlobStore
 from runcache.store.factory import blob_store_for, upload_store_for
 from runcache.store.lock import DataDirLock
 from runcache.store.metadata import MetadataStore
@@ -63,10 +64,26 @@ def build_service(settings: Settings) -> CacheService:
         storage_limit_gb=settings.storage_limit_gb,
         retention_days=settings.retention_days,
         limits=limits,
+        direct_download_ttl=_direct_download_ttl(settings, blobs),
     )
     idle = settings.upload_idle_timeout
     service.upload_idle_timeout = timedelta(seconds=idle) if idle > 0 else None
     return service
+
+
+def _direct_download_ttl(settings: Settings, blobs: BlobStore) -> int | None:
+    """`--downloads direct` needs a store that presigns (checked now, with the URL lifetime, rather than
+    at the first restore); `proxy` streams through the server."""
+    mode = settings.downloads.strip().lower() or "proxy"
+    if mode not in DOWNLOAD_MODES:
+        raise ValueError(f"--downloads must be one of {', '.join(DOWNLOAD_MODES)}, got {settings.downloads!r}")
+    if mode == "proxy":
+        return None
+    if blobs.download_url("0", settings.url_ttl) is None:
+        raise ValueError(
+            "--downloads direct needs an object store (--blobs s3://bucket/prefix); a directory is served by runcache"
+        )
+    return settings.url_ttl
 
 
 def build_authenticator(settings: Settings) -> Authenticator:

@@ -12,8 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from runcache.auth import Authenticator
-from runcache.auth.signing import UrlSigner
+from runcache.auth.signing import DOWNLOAD, UrlSigner
 from runcache.config import Settings
+from runcache.core.entries import EntryInfo
 from runcache.core.errors import InvalidRequest
 from runcache.core.ranges import INT64_MAX, INT64_MIN
 from runcache.core.scopes import Identity
@@ -54,6 +55,15 @@ def signed_url(request: Request, container: str, entry_id: int, purpose: str) ->
     params = st.signer.sign(purpose, f"{container}/{entry_id}", st.settings.url_ttl)
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return f"{public_base(request)}/{ACCOUNT}/{container}/{entry_id}?{query}"
+
+
+def download_location(request: Request, entry: EntryInfo) -> str:
+    """Where a client downloads a found entry: straight from the object store when the server hands out
+    direct URLs (`--downloads direct`), else this server's signed archive URL. Both the v1
+    `archiveLocation` and the v2 `signed_download_url` take it: each client only ever GETs it (no HEAD,
+    no Authorization header), which a presigned object-store URL accepts."""
+    direct = state(request).service.direct_download_url(entry)
+    return direct or signed_url(request, ARCHIVES, entry.id, DOWNLOAD)
 
 
 async def read_capped(request: Request, limit: int, what: str = "request body") -> bytes:

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from runcache.auth.signing import DOWNLOAD, UPLOAD
+from runcache.auth.signing import UPLOAD
 from runcache.core.errors import (
     AlreadyExists,
     CacheError,
@@ -40,9 +40,9 @@ from runcache.core.errors import (
 )
 from runcache.server import cacheservice_pb2 as pb
 from runcache.server.common import (
-    ARCHIVES,
     MAX_JSON_BODY,
     UPLOADS,
+    download_location,
     identify,
     parse_int,
     read_capped,
@@ -89,7 +89,7 @@ async def get_download_url(request: Request, body: dict[str, Any]) -> dict[str, 
         return {"ok": False, "signed_download_url": "", "matched_key": ""}
     return {
         "ok": True,
-        "signed_download_url": signed_url(request, ARCHIVES, result.entry.id, DOWNLOAD),
+        "signed_download_url": download_location(request, result.entry),
         "matched_key": result.entry.key,
     }
 

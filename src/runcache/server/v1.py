@@ -10,10 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runcache.auth.signing import DOWNLOAD
 from runcache.core.errors import CacheError, EntryTooLarge, InvalidRequest, StorageFull, TooManyUploads
 from runcache.core.ranges import parse_content_range
-from runcache.server.common import ARCHIVES, identify, iso, parse_int, read_json, signed_url, state
+from runcache.server.common import download_location, identify, iso, parse_int, read_json, state
 from runcache.server.errors import classify
 from runcache.server.streams import receive_into
 
@@ -66,7 +65,7 @@ async def lookup(request: Request) -> Response:
             "cacheKey": e.key,
             "cacheVersion": e.version,
             "creationTime": iso(e.created_at),
-            "archiveLocation": signed_url(request, ARCHIVES, e.id, DOWNLOAD),
+            "archiveLocation": download_location(request, e),
         }
     )
 

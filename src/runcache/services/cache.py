@@ -63,6 +63,7 @@ class CacheService:
         storage_limit_gb: int = DEFAULT_STORAGE_LIMIT_GB,
         retention_days: int = DEFAULT_RETENTION_DAYS,
         limits: UploadLimits | None = None,
+        direct_download_ttl: int | None = None,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
@@ -75,6 +76,8 @@ class CacheService:
         self.default_storage_limit_gb = storage_limit_gb
         self.default_retention_days = retention_days
         self.upload_limits = limits or UploadLimits()
+        # Seconds a direct (object-store) download URL lives; None: downloads stream through the server.
+        self.direct_download_ttl = direct_download_ttl
         # Striped locks serialise commits of one upload in this process (the database claim does it
         # across processes); a bounded array never grows with the number of uploads.
         self._commit_locks = [threading.Lock() for _ in range(_COMMIT_LOCKS)]
@@ -104,6 +107,13 @@ class CacheService:
         if entry is None or entry.state != COMMITTED or not self.blobs.contains(str(entry_id)):
             raise NotFound(f"no cache entry with id {entry_id}")
         return entry
+
+    def direct_download_url(self, entry: EntryInfo) -> str | None:
+        """Where a client fetches a found entry's archive straight from the blob store, when this server
+        hands out such URLs and the store has them; None: through the server's own signed URL."""
+        if self.direct_download_ttl is None:
+            return None
+        return self.blobs.download_url(str(entry.id), self.direct_download_ttl)
 
     def open_download(self, entry: EntryInfo, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of a committed entry, streamed from the blob store."""

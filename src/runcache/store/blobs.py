@@ -39,6 +39,10 @@ class BlobStore(Protocol):
     def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of the blob as they are read; raises BlobMissing when it is gone."""
 
+    def download_url(self, name: str, ttl: int) -> str | None:
+        """A URL from which a client GETs the blob's bytes (Range honoured) straight from the store, without
+        this server, valid `ttl` seconds and for this blob only; None when the store has no such URLs."""
+
     def contains(self, name: str) -> bool: ...
 
     def contains_many(self, names: Iterable[str]) -> set[str]:

@@ -127,6 +127,9 @@ class DiskBlobStore:
             return None
         return sorted(folder.iterdir())
 
+    def download_url(self, name: str, ttl: int) -> str | None:
+        return None  # a local folder has no URL of its own: the server streams it
+
     def contains(self, name: str) -> bool:
         return self._path(name).is_file() or self._parts_dir(name).is_dir()
 

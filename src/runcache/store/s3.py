@@ -3,8 +3,10 @@
 Configured by `--blobs s3://bucket/prefix`; the endpoint, region and credentials come from the environment
 the way every boto3 program reads them (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION or
 AWS_REGION, AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3), plus RUNCACHE_S3_ENDPOINT for a runcache-only
-endpoint. The client is boto3's synchronous one: the service calls the store from worker threads, and
-`open_range`, the one call made on the event loop, moves each blocking read to a thread.
+endpoint, and RUNCACHE_S3_PUBLIC_ENDPOINT for the address runners use in presigned download URLs when it
+is not the one the server uses (an internal name, a private network). The client is boto3's synchronous
+one: the service calls the store from worker threads, and `open_range`, the one call made on the event
+loop, moves each blocking read to a thread.
 
 Integrity: every object carries its SHA-256 as metadata `sha256`. A small blob goes up in one PUT whose
 ChecksumSHA256 is the expected digest, so the server itself refuses bytes that do not match; a large one
@@ -47,6 +49,8 @@ MAX_PARTS = 10_000
 # Blobs up to one part go up in a single PUT; larger ones in parts of this size (memory: one part).
 DEFAULT_PART = 8 * MIB
 _READ = MIB
+# SigV4's ceiling on a presigned URL's lifetime (7 days).
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 # Up to this many names are checked with parallel HEADs; more, with one listing of the prefix.
 _HEAD_BATCH = 32
 
@@ -107,6 +111,8 @@ def make_client(env: dict[str, str] | None = None, *, checksums: bool = True) ->
         # Parallel HEADs and concurrent downloads each hold a connection.
         "max_pool_connections": 32,
         "retries": {"mode": "standard", "max_attempts": 5},
+        # Presigned URLs in SigV4 (expiry bound into the signature; the only kind most servers accept).
+        "signature_version": "s3v4",
     }
     style = env.get("RUNCACHE_S3_ADDRESSING_STYLE", "")
     if style:
@@ -141,6 +147,7 @@ class S3BlobStore:
         part_size: int = DEFAULT_PART,
         checksums: bool = True,
         concurrency: int = 4,
+        presigner: Any = None,
     ) -> None:
         if part_size < MIN_PART:
             raise ValueError(f"S3 parts must be at least {MIN_PART} bytes, got {part_size}")
@@ -151,6 +158,8 @@ class S3BlobStore:
         self.checksums = checksums
         self.concurrency = max(1, concurrency)
         self.conditional = True  # turned off for good if the server answers If-None-Match with 501
+        # Presigning is local computation; a client of its own only when runners reach another endpoint.
+        self.presigner = presigner if presigner is not None else self.client
 
     @classmethod
     def from_url(cls, url: str, env: dict[str, str] | None = None) -> S3BlobStore:
@@ -161,7 +170,10 @@ class S3BlobStore:
         if parts.scheme != "s3" or not parts.netloc:
             raise ValueError(f"blob store URL must look like s3://bucket/prefix, got {url!r}")
         checksums = env.get("RUNCACHE_S3_CHECKSUMS", "1").lower() not in ("0", "false", "no", "off")
-        return cls(parts.netloc, parts.path, client=make_client(env, checksums=checksums), checksums=checksums)
+        public = env.get("RUNCACHE_S3_PUBLIC_ENDPOINT", "").strip()
+        presigner = make_client({**env, "RUNCACHE_S3_ENDPOINT": public}, checksums=checksums) if public else None
+        client = make_client(env, checksums=checksums)
+        return cls(parts.netloc, parts.path, client=client, checksums=checksums, presigner=presigner)
 
     def check(self) -> None:
         """Fail at start-up, in one line, when the bucket cannot be reached, rather than at the first save."""
@@ -291,6 +303,15 @@ class S3BlobStore:
     def size(self, name: str) -> int | None:
         head = self._head(self.key(name))
         return None if head is None else int(head["ContentLength"])
+
+    def download_url(self, name: str, ttl: int) -> str | None:
+        if not 1 <= ttl <= MAX_PRESIGN_SECONDS:
+            raise ValueError(f"a presigned URL lives 1 to {MAX_PRESIGN_SECONDS} seconds, not {ttl}")
+        # GET only: the signature covers the method, the key and the expiry, so the URL can neither
+        # write nor read another object, and it stops working after `ttl` seconds.
+        return self.presigner.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.key(name)}, ExpiresIn=ttl
+        )
 
     def contains(self, name: str) -> bool:
         return self._head(self.key(name)) is not None

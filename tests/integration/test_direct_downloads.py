@@ -1,0 +1,215 @@
+"""`--downloads direct` (issue 10): restores fetch archives from the object store with a presigned URL.
+
+One server on PostgreSQL + SeaweedFS with `--downloads direct`, and RUNCACHE_S3_PUBLIC_ENDPOINT naming the
+object store by another address than the server's own (`localhost` where the server uses `127.0.0.1`), as a
+deployment whose runners reach the store by a public name does. What is checked:
+- the real @actions/cache 6.3.0 (v1 `archiveLocation`, v2 `signed_download_url`) and the runcache CLI restore
+  byte-identical archives from a URL on the public endpoint, and the server's own archive route serves
+  none of those bytes (its access log has no archive GET);
+- the URL is GET-only for exactly one object and for its lifetime: a changed signature, another object's
+  key, a PUT, and an expired URL are refused by the object store itself;
+- a directory blob store cannot be combined with direct downloads: the server refuses to start and says why.
+
+Needs PostgreSQL and SeaweedFS (scripts/setup --dev); a missing one fails the module, never skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from helpers import RUNCACHE, ClientRun, Server, run_client
+from pg import Cluster
+from s3server import SeaweedFS
+from wire import v1_lookup, v1_restore, v2_restore, v2_save, v2_url
+
+SECRET = "direct-downloads-secret"
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster, seaweed: SeaweedFS) -> Iterator[Server]:
+    db = pg_cluster.create_database("direct")
+    public = seaweed.endpoint.replace("127.0.0.1", "localhost")
+    server = Server(
+        tmp_path_factory.mktemp("direct") / "data",
+        extra_args=[
+            "--database-url",
+            pg_cluster.url(db).replace("postgresql+psycopg://", "postgresql://"),
+            "--blobs",
+            f"s3://{seaweed.bucket}/direct-{uuid.uuid4().hex[:12]}",
+            "--downloads",
+            "direct",
+            "--url-ttl",
+            "120",
+            "--log-level",
+            "info",
+        ],
+        env={**seaweed.env, "RUNCACHE_SECRET": SECRET, "RUNCACHE_S3_PUBLIC_ENDPOINT": public},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        pg_cluster.drop_database(db)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _workspace(base: Path) -> tuple[Path, dict[str, str]]:
+    ws = base / "ws"
+    deps = ws / "deps"
+    (deps / "sub").mkdir(parents=True)
+    for i in range(3):
+        (deps / f"lib{i}.bin").write_bytes(os.urandom(300_000 + i))
+    (deps / "sub" / "inner.txt").write_text("inner\n")
+    return ws, _tree(deps)
+
+
+def _archive_gets(server: Server) -> int:
+    """Archive downloads the server answered, from uvicorn's access lines (which must be there at all)."""
+    assert server.log_path is not None
+    lines = server.log_path.read_text(errors="replace").splitlines()
+    assert any('"POST /twirp/' in line or '"POST /_apis/artifactcache/' in line for line in lines), "no access log"
+    return sum(1 for line in lines if '"GET /runcache/archives/' in line)
+
+
+def _ok(run: ClientRun) -> None:
+    assert run.returncode == 0 and "Failed to" not in run.output and "::warning::" not in run.output, run.output[-4000:]
+
+
+def _public_host(url: str, seaweed: SeaweedFS) -> None:
+    assert urlsplit(url).netloc == urlsplit(seaweed.endpoint).netloc.replace("127.0.0.1", "localhost"), url
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_real_client_restores_from_the_object_store(
+    direct: Server, seaweed: SeaweedFS, protocol: str, tmp_path: Path
+) -> None:
+    ws, before = _workspace(tmp_path)
+    token = direct.token()
+    key = f"direct-{protocol}-{uuid.uuid4().hex[:8]}"
+    saved = run_client(direct, protocol, "save", workspace=ws, token=token, paths=["deps"], key=key)
+    assert isinstance(saved, ClientRun)
+    _ok(saved)
+    gets = _archive_gets(direct)
+    shutil.rmtree(ws / "deps")
+    run = run_client(direct, protocol, "restore", workspace=ws, token=token, paths=["deps"], key=key)
+    assert isinstance(run, ClientRun)
+    _ok(run)
+    assert run.result, run.output[-4000:]
+    assert _tree(ws / "deps") == before
+    assert _archive_gets(direct) == gets, "the archive's bytes went through the runcache server"
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_cli_round_trip_with_direct_downloads(direct: Server, protocol: str, tmp_path: Path) -> None:
+    ws, before = _workspace(tmp_path)
+    env = {
+        **os.environ,
+        "RUNCACHE_URL": direct.url,
+        "RUNCACHE_TOKEN": direct.token(),
+        "RUNCACHE_PROTOCOL": protocol,
+        "HOME": str(tmp_path / "home"),
+    }
+    for name in ("ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "GITHUB_OUTPUT"):
+        env.pop(name, None)
+    key = f"direct-cli-{protocol}-{uuid.uuid4().hex[:8]}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RUNCACHE, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+
+    saved = cli("save", "--path", "deps", "--key", key)
+    assert saved.returncode == 0, saved.stderr
+    gets = _archive_gets(direct)
+    shutil.rmtree(ws / "deps")
+    got = cli("restore", "--path", "deps", "--key", key)
+    assert got.returncode == 0, got.stderr
+    assert "cache-hit=true" in got.stdout
+    assert _tree(ws / "deps") == before
+    assert _archive_gets(direct) == gets
+
+
+def _with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def test_both_protocols_hand_out_the_public_endpoint(direct: Server, seaweed: SeaweedFS) -> None:
+    token = direct.token()
+    key = f"direct-wire-{uuid.uuid4().hex[:8]}"
+    data = os.urandom(100_000)
+    v2_save(direct, token, key, data)
+    hit = v1_lookup(direct, token, key)
+    assert hit.status_code == 200, hit.text
+    for url in (hit.json()["archiveLocation"], v2_url(direct, token, key)):
+        _public_host(url, seaweed)
+    gets = _archive_gets(direct)
+    assert v1_restore(direct, token, key) == data == v2_restore(direct, token, key)
+    # A range of it, as a resuming or parallel client asks for.
+    part = httpx.get(v2_url(direct, token, key), headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == data[10:20]
+    assert _archive_gets(direct) == gets
+
+
+def test_a_direct_url_reads_one_object_and_nothing_else(direct: Server) -> None:
+    token = direct.token()
+    keys = [f"direct-scope-{i}-{uuid.uuid4().hex[:8]}" for i in range(2)]
+    for key in keys:
+        v2_save(direct, token, key, os.urandom(1000))
+    url, other = (v2_url(direct, token, k) for k in keys)
+    assert url != other
+    assert httpx.get(url).status_code == 200
+    signature = dict(parse_qsl(urlsplit(url).query))["X-Amz-Signature"]
+    tampered = _with_query(url, **{"X-Amz-Signature": ("0" if signature[0] != "0" else "1") + signature[1:]})
+    assert httpx.get(tampered).status_code == 403
+    # The same signature on another object's path, or with a longer lifetime, or for a write: refused.
+    other_path = urlsplit(other).path
+    assert httpx.get(urlunsplit(urlsplit(url)._replace(path=other_path))).status_code == 403
+    assert httpx.get(_with_query(url, **{"X-Amz-Expires": "604800"})).status_code == 403
+    assert httpx.put(url, content=b"overwritten").status_code == 403
+    assert httpx.get(url).status_code == 200
+
+
+def test_a_direct_url_expires(seaweed: SeaweedFS) -> None:
+    from runcache.store.s3 import S3BlobStore
+
+    store = S3BlobStore.from_url(f"s3://{seaweed.bucket}/expiry-{uuid.uuid4().hex[:8]}", seaweed.env)
+    store.put_stream("1", [b"short-lived"], size=11, sha256=None)
+    url = store.download_url("1", 1)
+    assert url is not None
+    assert httpx.get(url).content == b"short-lived"
+    time.sleep(2.5)
+    assert httpx.get(url).status_code == 403
+    for ttl in (0, 7 * 24 * 3600 + 1):
+        with pytest.raises(ValueError, match="presigned URL lives"):
+            store.download_url("1", ttl)
+
+
+def test_direct_downloads_need_an_object_store(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*RUNCACHE, "serve", "--data-dir", str(tmp_path / "d"), "--port", "0", "--downloads", "direct"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "--downloads direct needs an object store" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
