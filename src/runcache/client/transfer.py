@@ -185,7 +185,7 @@ class CacheClient:
         # The socket is read on its own thread so the network keeps flowing while the consumer extracts.
         chunks = background(response.iter_raw(1024 * 1024), depth=64, name="download", on_exit=response.close)
         return Download(
-            int(length) if length and length.isdigit() else None, response.headers.get("x-ms-meta-sha256"), chunks
+            int(length) if length and length.isdigit() else None, _recorded_sha256(response.headers), chunks
         )
 
     def save(
@@ -315,6 +315,12 @@ class CacheClient:
             raise CacheServiceError(f"blob upload failed: {exc}") from exc
         if r.status_code >= 300:
             raise CacheServiceError(f"blob upload answered {r.status_code}: {r.text[:300]}")
+
+
+def _recorded_sha256(headers: httpx.Headers) -> str | None:
+    """The archive's SHA-256 as its store recorded it: runcache's blob endpoint and Azure send blob metadata
+    as x-ms-meta-*, an S3 presigned download (`serve --downloads direct`) the object's as x-amz-meta-*."""
+    return headers.get("x-ms-meta-sha256") or headers.get("x-amz-meta-sha256")
 
 
 def _is_azure(url: str) -> bool:
