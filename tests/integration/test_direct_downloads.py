@@ -213,3 +213,38 @@ def test_direct_downloads_need_an_object_store(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "--downloads direct needs an object store" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_cli_refuses_an_object_changed_in_the_store(direct: Server, seaweed: SeaweedFS, tmp_path: Path) -> None:
+    """Bytes swapped in the bucket behind runcache's back (same size, metadata kept): the direct download
+    no longer matches the SHA-256 recorded with the object, and the restore fails without touching the
+    destination (the step goes on as on a miss)."""
+    ws, _ = _workspace(tmp_path)
+    env = {**os.environ, "RUNCACHE_URL": direct.url, "RUNCACHE_TOKEN": direct.token(), "HOME": str(tmp_path / "h")}
+    key = f"direct-tamper-{uuid.uuid4().hex[:8]}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RUNCACHE, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+
+    assert cli("save", "--path", "deps", "--key", key).returncode == 0
+    listed = httpx.get(
+        f"{direct.url}/repos/octo/app/actions/caches",
+        params={"key": key},
+        headers={"Authorization": f"Bearer {direct.admin_token()}"},
+    ).json()
+    entry_id = listed["actions_caches"][0]["id"]
+    s3 = seaweed.client()
+    stored = seaweed.keys("direct-")
+    object_key = next(k for k in stored if k.endswith(f"/{entry_id}"))
+    head = s3.head_object(Bucket=seaweed.bucket, Key=object_key)
+    assert head["Metadata"].get("sha256"), "the store records each object's SHA-256"
+    body = bytearray(s3.get_object(Bucket=seaweed.bucket, Key=object_key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=seaweed.bucket, Key=object_key, Body=bytes(body), Metadata=head["Metadata"])
+
+    shutil.rmtree(ws / "deps")
+    got = cli("restore", "--path", "deps", "--key", key)
+    # As actions/cache: a failed restore is a warning and a miss, not a failed step.
+    assert "does not match the entry's" in got.stdout + got.stderr
+    assert "cache-hit=true" not in got.stdout
+    assert not (ws / "deps").exists()
