@@ -30,31 +30,65 @@ def _version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """`--version`, looked up only when asked: importlib.metadata costs more than parsing a command line."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        parser.exit(message=f"runcache {_version()}\n")
+
+
 def _print_help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from runcache.cli import cache, db, management, python, run, serve, token
+# Which module registers each command. A command imports only its own module: `runcache restore` must
+# not pay for the server's, the runner's or the management table's imports (rich, the web stack), which
+# would cost more than a small restore itself. A command missing here (or moved to another module) still
+# works: build_parser then falls back to registering every module.
+COMMAND_MODULES: dict[str, str] = {
+    "serve": "serve",
+    "token": "token",
+    "restore": "cache",
+    "save": "cache",
+    "hash-files": "cache",
+    "ls": "management",
+    "list": "management",
+    "rm": "management",
+    "delete": "management",
+    "usage": "management",
+    "limits": "management",
+    "run": "run",
+    "demo": "run",
+    "pip": "python",
+    "db": "db",
+}
+_MODULE_ORDER = ("serve", "token", "cache", "management", "run", "python", "db")  # the order of `--help`
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `command` only the module that registers it (the rest of the
+    parser is never consulted once the command word is known)."""
+    import importlib
 
     parser = argparse.ArgumentParser(prog="runcache", description="Self-hosted GitHub Actions dependency cache")
-    parser.add_argument("--version", action="version", version=f"runcache {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.set_defaults(func=lambda _args: _print_help(parser))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve.register(sub)
-    token.register(sub)
-    cache.register(sub)
-    management.register(sub)
-    run.register(sub)
-    python.register(sub)
-    db.register(sub)
+    only = COMMAND_MODULES.get(command or "")
+    for name in _MODULE_ORDER if only is None else (only,):
+        importlib.import_module(f"runcache.cli.{name}").register(sub)
+    if only is not None and command not in sub.choices:
+        return build_parser()
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     passthrough: list[str] = []
     if argv[:1] and argv[0] in PASSTHROUGH_COMMANDS and "--" in argv:
         cut = argv.index("--")

@@ -6,15 +6,10 @@ import sys
 import threading
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 QUIET_INTERVAL = 10.0
 
@@ -33,6 +28,17 @@ class TransferProgress:
 
     def __enter__(self) -> TransferProgress:
         if self._tty:
+            # rich is imported only for a terminal: in CI logs (and in a small restore) its ~40 ms of
+            # imports would buy nothing.
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),

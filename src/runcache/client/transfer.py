@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import itertools
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -14,7 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+if "httpx" not in sys.modules:
+    # httpx's package imports its own command-line tool whenever click, rich and pygments are installed
+    # (they are, for the server and the runner): about half of httpx's import time, for a tool this client
+    # never runs. A None entry makes that optional import fail, so httpx falls back to its stub `main`;
+    # the entry is removed again right after, so nothing else in the process is affected.
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
+    try:
+        import httpx
+    finally:
+        if sys.modules.get("httpx._main", 0) is None:
+            del sys.modules["httpx._main"]
+else:
+    import httpx
 
 from runcache.client.archive import rechunk
 from runcache.client.interrupt import Interrupted
@@ -90,6 +103,40 @@ class Download:
             raise CacheServiceError(f"archive SHA-256 {self.sha256} does not match the entry's {self.expected_sha256}")
 
 
+class _Transport(httpx.BaseTransport):
+    """httpx's own transport, with its TLS side built on the first https:// request.
+
+    Building an HTTPS transport loads the CA bundle (~25-50 ms), which a command talking only to a plain
+    http:// service would pay for nothing; httpx.Client() does it up front whatever the URL. https://
+    requests get exactly httpx's default transport (verification on, its CA bundle, SSL_CERT_* honoured);
+    http:// requests go through a transport whose TLS settings can never be used. Proxies from the
+    environment are unchanged: httpx mounts them in front of this default transport, as before.
+    """
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._plain = httpx.HTTPTransport(verify=False, limits=limits)
+        self._tls: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def _https(self) -> httpx.HTTPTransport:
+        with self._lock:
+            if self._tls is None:
+                self._tls = httpx.HTTPTransport(verify=True, limits=self._limits)
+            return self._tls
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            return self._plain.handle_request(request)
+        return self._https().handle_request(request)
+
+    def close(self) -> None:
+        self._plain.close()
+        with self._lock:
+            if self._tls is not None:
+                self._tls.close()
+
+
 class CacheClient:
     def __init__(self, base_url: str, token: str, protocol: str = "v2", *, timeout: float = 60.0) -> None:
         if protocol not in ("v1", "v2"):
@@ -97,19 +144,18 @@ class CacheClient:
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.protocol = protocol
         limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+        # One client (one connection pool) for the service and the blob URLs. The token goes only with the
+        # service's own calls: blob URLs carry their own signature and may point at another host.
+        self._auth = {"Authorization": f"Bearer {token}"}
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=limits,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "runcache"},
+            headers={"User-Agent": "runcache"},
+            transport=_Transport(limits),
         )
-        # Blob URLs carry their own signature: no Authorization header goes there.
-        self._blob = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, headers={"User-Agent": "runcache"}
-        )
+        self._blob = self._http
 
     def close(self) -> None:
         self._http.close()
-        self._blob.close()
 
     def __enter__(self) -> CacheClient:
         return self
@@ -120,7 +166,7 @@ class CacheClient:
     # --- protocol calls -------------------------------------------------------------------------
     def _twirp(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            r = self._http.post(self.base + TWIRP + method, json=body)
+            r = self._http.post(self.base + TWIRP + method, json=body, headers=self._auth)
         except httpx.HTTPError as exc:
             raise CacheServiceError(f"cache service unreachable at {self.base}: {exc}") from exc
         try:
@@ -135,7 +181,7 @@ class CacheClient:
         return data
 
     def _v1(self, method: str, resource: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Accept": V1_ACCEPT, **kwargs.pop("headers", {})}
+        headers = {"Accept": V1_ACCEPT, **self._auth, **kwargs.pop("headers", {})}
         try:
             return self._http.request(method, self.base + "_apis/artifactcache/" + resource, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
