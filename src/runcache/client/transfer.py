@@ -370,7 +370,10 @@ def _recorded_sha256(headers: httpx.Headers) -> str | None:
 
 
 def _is_azure(url: str) -> bool:
-    return (httpx.URL(url).host or "").endswith(".blob.core.windows.net")
+    """Azure Blob Storage itself (any endpoint: Azurite, a private endpoint, another cloud), not runcache's own
+    blob routes: its SAS names a storage service version (`sv`), which runcache's signed URLs never carry."""
+    parsed = httpx.URL(url)
+    return (parsed.host or "").endswith(".blob.core.windows.net") or "sv" in parsed.params
 
 
 def _abandon(cancel: Callable[[], httpx.Response]) -> str:
