@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from azurite import Azurite, AzuriteMissing
 from helpers import Server
 from pg import Cluster, PostgresMissing
 from s3server import S3Missing, SeaweedFS
@@ -74,6 +75,19 @@ def seaweed() -> Iterator[SeaweedFS]:
         server = SeaweedFS().start()
     except S3Missing as exc:
         pytest.fail(str(exc), pytrace=False)  # a missing S3 server is a broken setup, never a skip
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """One Azurite Blob service for the Azure tests (tests/azurite.py)."""
+    try:
+        server = Azurite().start()
+    except AzuriteMissing as exc:
+        pytest.fail(str(exc), pytrace=False)  # a missing Azurite is a broken setup, never a skip
     try:
         yield server
     finally:

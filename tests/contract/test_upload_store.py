@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from azurite import Azurite
 from runcache.core.errors import EntryTooLarge, IncompleteUpload, InvalidRequest
+from runcache.store.azure import AzureBlobStore
+from runcache.store.azureuploads import AzureUploadStore
 from runcache.store.s3 import MIN_PART
 from runcache.store.s3uploads import S3UploadStore
 from runcache.store.staging import Staging
@@ -22,10 +25,15 @@ CAP = 64 * 1024 * 1024
 MAX_BLOCKS = 50
 
 
-@pytest.fixture(params=["disk", "s3"])
+@pytest.fixture(params=["disk", "s3", "azure"])
 def uploads(request: pytest.FixtureRequest, tmp_path: Path) -> UploadStore:
     if request.param == "disk":
         return Staging(tmp_path / "uploads")
+    if request.param == "azure":
+        azurite: Azurite = request.getfixturevalue("azurite")
+        blobs = AzureBlobStore(azurite.container, f"u-{uuid.uuid4().hex[:12]}", service=azurite.service())
+        # Blocks of 1 MiB, so a few MiB already go up as several staged blocks.
+        return AzureUploadStore(blobs, block_size=1024 * 1024)
     seaweed: SeaweedFS = request.getfixturevalue("seaweed")
     # The smallest part S3 takes, so a few MiB already exercise the multipart path.
     return S3UploadStore(seaweed.bucket, f"u-{uuid.uuid4().hex[:12]}", client=seaweed.client(), part_size=MIN_PART)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,27 @@ class BlobStore(Protocol):
         """Every blob with the seconds since it was stored, for garbage collection."""
 
     def stats(self) -> BlobStats: ...
+
+
+@dataclass(frozen=True)
+class BlobReport:
+    """What the storage says about a stored blob; a direct upload is checked against it."""
+
+    size: int
+    etag: str
+    content_md5: str | None  # base64, when the storage knows it (single-shot uploads)
+
+
+@runtime_checkable
+class DirectUploads(Protocol):
+    """A blob store clients can write into themselves (Azure: a SAS URL), so upload bytes bypass the server."""
+
+    def upload_url(self, name: str, ttl: int) -> str | None:
+        """A URL that can create and write blob `name` and nothing else (no read, list or delete, no other
+        blob), valid `ttl` seconds; None when the store cannot sign one."""
+
+    def report(self, name: str) -> BlobReport | None:
+        """The stored blob's size, ETag and content digest as the storage reports them; None when absent."""
 
 
 class BlobMissing(LookupError):

@@ -15,9 +15,10 @@ UPLOAD_PLACES = ("auto", "local")
 
 
 def blob_store_for(settings: Settings) -> BlobStore:
-    """Empty: `<data-dir>/blobs` on local disk. `s3://bucket/prefix`: an S3-compatible bucket, checked
-    at start-up so a wrong endpoint, bucket or credential stops the server rather than the first save.
-    Anything else is a local directory."""
+    """Empty: `<data-dir>/blobs` on local disk. `s3://bucket/prefix`: an S3-compatible bucket;
+    `azure://container/prefix`: an Azure Blob Storage container; both checked at start-up so a wrong
+    endpoint, bucket, container or credential stops the server rather than the first save. Anything else
+    is a local directory."""
     spec = settings.blobs.strip()
     if not spec:
         return DiskBlobStore(settings.data_dir / "blobs")
@@ -27,15 +28,21 @@ def blob_store_for(settings: Settings) -> BlobStore:
         store = S3BlobStore.from_url(spec)
         store.check()
         return store
+    if spec.startswith("azure://"):
+        from runcache.store.azure import AzureBlobStore  # the Azure SDK loads only for servers that use it
+
+        azure = AzureBlobStore.from_url(spec)
+        azure.check()
+        return azure
     if "://" in spec:
-        raise ValueError(f"--blobs must be a directory or s3://bucket/prefix, got {spec!r}")
+        raise ValueError(f"--blobs must be a directory, s3://bucket/prefix or azure://container/prefix, got {spec!r}")
     return DiskBlobStore(Path(spec).expanduser())
 
 
 def upload_store_for(settings: Settings, blobs: BlobStore) -> UploadStore:
-    """`auto`: in the object store when the blobs are there (every replica sees every upload, so a load
-    balancer needs no stickiness), else `<data-dir>/uploads`. `local`: always `<data-dir>/uploads`
-    (then a job's calls must reach the replica that reserved its upload)."""
+    """`auto`: in the object store (S3 bucket, Azure container) when the blobs are there (every replica
+    sees every upload, so a load balancer needs no stickiness), else `<data-dir>/uploads`. `local`:
+    always `<data-dir>/uploads` (then a job's calls must reach the replica that reserved its upload)."""
     place = settings.uploads.strip().lower() or "auto"
     if place not in UPLOAD_PLACES:
         raise ValueError(f"--uploads must be one of {', '.join(UPLOAD_PLACES)}, got {settings.uploads!r}")
@@ -45,4 +52,10 @@ def upload_store_for(settings: Settings, blobs: BlobStore) -> UploadStore:
 
         assert isinstance(blobs, S3BlobStore)
         return S3UploadStore(blobs.bucket, blobs.prefix, client=blobs.client, checksums=blobs.checksums)
+    if place == "auto" and settings.blobs.strip().startswith("azure://"):
+        from runcache.store.azure import AzureBlobStore
+        from runcache.store.azureuploads import AzureUploadStore
+
+        assert isinstance(blobs, AzureBlobStore)
+        return AzureUploadStore(blobs)
     return Staging(settings.data_dir / "uploads")
