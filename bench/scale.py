@@ -16,11 +16,15 @@ http.client, see TRANSFER below; no Node, no tar, no zstd):
 - save: --saves concurrent saves of distinct --save-mib entries (CreateCacheEntry, one Put Blob,
   FinalizeCacheEntryUpload, which commits);
 - reference (PostgreSQL+S3 only): the same entry's object read straight from the object store with boto3
-  GetObject by the same numbers of clients, what a replica's download could at best relay.
+  GetObject by the same numbers of clients, what a replica's download could at best relay; paired with it
+  (ref, direct, ref, direct), the same restore from a third replica started with `--downloads direct`, whose
+  GetCacheEntryDownloadURL hands out a presigned URL on the object store: its ratio column is direct ÷
+  reference (goal: the S3 path within 1.3× of direct object-store reads, i.e. a ratio ≥ 0.77).
 
 Rounds interleave A B A B; the table shows, per operation, the median aggregate MB/s over rounds (bytes of
 all clients over the wall time from the common start to the last finish; 1 MB = 10^6 bytes), p50/p99 of the
-per-client operation time over all rounds, and B/A as the median of the per-round (per-pair) ratios.
+per-client operation time over all rounds, and `ratio` as the median of the per-round (per-pair) ratios: B/A
+for two replicas against one, direct ÷ reference for the `--downloads direct` rows.
 
 Backends: `sqlite-disk` is one SQLite file and one blob directory on this disk that both replicas open;
 its uploads in flight are staged on the replica that reserved them, so saves there need stickiness: both
@@ -221,6 +225,7 @@ class Backend:
     replicas: Replicas
     one: Balancer  # A: replica 0 only
     s3_object: Callable[[int], Callable[[int], int]] | None = None  # entry id -> reader of its object, or None
+    direct_url: str = ""  # a replica serving with --downloads direct (object stores only)
 
     @property
     def configs(self) -> list[tuple[str, str]]:
@@ -261,6 +266,8 @@ def pg_s3(base: Path, args: argparse.Namespace) -> Iterator[Backend]:
             env=s3.env,
         )
         started, one = stack.enter_context(_started(replicas, base, ""))
+        # Outside both balancers: it answers only the lookups of the direct rows (the bytes skip it).
+        direct = started.add(join=False, args=["--downloads", "direct"])
 
         def reader(entry_id: int) -> Callable[[int], int]:
             import boto3
@@ -285,7 +292,7 @@ def pg_s3(base: Path, args: argparse.Namespace) -> Iterator[Backend]:
 
             return read
 
-        yield Backend("pg-s3", started, one, reader)
+        yield Backend("pg-s3", started, one, reader, direct.url)
 
 
 @contextmanager
@@ -348,11 +355,19 @@ def measure(backend: Backend, args: argparse.Namespace, rows: list[Row]) -> None
 
     if backend.s3_object is not None:
         read = backend.s3_object(entry_id(backend.replicas.url, token, "bench-big"))
+        if backend.direct_url:
+            size, digest = restore(backend.direct_url, token, "bench-big", 0, digest=True)
+            assert digest == want, f"direct download: {size} bytes that differ from the saved entry"
         for clients in args.clients:
             ref = Row(backend.name, f"restore {args.entry_mib} MiB: S3 GetObject", clients, "boto3 direct")
+            direct = Row(backend.name, f"restore {args.entry_mib} MiB: --downloads direct", clients, "presigned")
             for _ in range(args.rounds):
                 ref.samples.append(concurrently(clients, read))
-            rows.append(ref)
+                if backend.direct_url:
+                    url = backend.direct_url
+                    direct.samples.append(concurrently(clients, lambda i, u=url: restore(u, token, "bench-big", i)[0]))
+                    direct.ratios.append(direct.samples[-1].mbps / ref.samples[-1].mbps)
+            rows += [ref, direct] if direct.samples else [ref]
 
 
 # --- the table ---------------------------------------------------------------------------------------------
@@ -364,7 +379,7 @@ def percentile(values: list[float], q: float) -> float:
 def report(rows: list[Row]) -> None:
     head = (
         f"{'backend':<12} {'operation':<34} {'clients':>7}  {'config':<12} {'MB/s':>7} {'p50 s':>7} {'p99 s':>7}"
-        f" {'client cpu':>10} {'B/A':>6}"
+        f" {'client cpu':>10} {'ratio':>6}"
     )
     print("\n" + head)
     print("-" * len(head))
