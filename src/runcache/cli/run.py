@@ -36,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run the bundled example workflow three times: miss and save, exact hit, restore-key hit",
-        description="A guided tour of the cache in a temporary copy of the bundled example project.",
+        description=(
+            "A guided tour of the cache in a temporary copy of the bundled example project. With --python: the "
+            "tutorial's pip-cache workflow and the same workflow with `runcache pip install`, three runs each, "
+            "with the time of the dependency step in each run."
+        ),
     )
     add_demo_arguments(p)
     p.set_defaults(func=cmd_demo)
@@ -73,11 +77,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from runcache.runner.demo import Demo
+    from runcache.runner.demo import Demo, PythonDemo
 
+    python_only = [f for f, v in (("-r", args.requirements), ("--find-links", args.find_links),
+                                  ("--index-url", args.index_url), ("--add", args.add)) if v]  # fmt: skip
+    if python_only and not args.python:
+        print(f"runcache demo: {', '.join(python_only)} only go with --python", file=sys.stderr)
+        return EXIT_USAGE
+    if args.index_url and (args.find_links or args.online):
+        print("runcache demo: --index-url, --find-links and --online each choose the index: give one", file=sys.stderr)
+        return EXIT_USAGE
     console = make_console(to_stderr=False)
     try:
-        return Demo(args, console).run()
+        return (PythonDemo if args.python else Demo)(args, console).run()
     except KeyboardInterrupt:
         print("runcache demo: interrupted", file=sys.stderr)
         return EXIT_CANCELLED

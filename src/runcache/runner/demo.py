@@ -19,8 +19,10 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,29 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--online", action="store_true", help="install the real packages from PyPI instead of stand-ins")
     p.add_argument("--keep", action="store_true", help="keep the project copy, the run logs and the cache entries")
     p.add_argument("-v", "--verbose", action="store_true", help="show every step's log")
+    g = p.add_argument_group("--python: the tutorial's pip cache beside `runcache pip install`")
+    g.add_argument(
+        "--python",
+        action="store_true",
+        help="run the tutorial's pip-cache workflow and the same workflow with `runcache pip install`, three runs each",
+    )
+    g.add_argument(
+        "-r", "--requirements", type=Path, metavar="FILE",
+        help="the requirements both workflows install (default: flask and requests, the tutorial's)",
+    )  # fmt: skip
+    g.add_argument(
+        "--find-links", type=Path, metavar="DIR",
+        help="serve the wheels in DIR as a loopback index (no network; e.g. .cache/wheels after scripts/setup --dev)",
+    )  # fmt: skip
+    g.add_argument("--index-url", metavar="URL", help="install from this index (e.g. a PyPI mirror)")
+    g.add_argument(
+        "--add", metavar="REQUIREMENT",
+        help="the requirement run 3 adds (default django with the stand-ins, six otherwise)",
+    )  # fmt: skip
+    g.add_argument(
+        "--installer", choices=["auto", "pip", "uv"], default="auto",
+        help="the preset's installer (auto: uv when runcache's own uv is there, else pip)",
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -358,3 +383,281 @@ def _token_repository(token: str | None) -> str | None:
         return str(jwt.decode(token, options={"verify_signature": False}).get("repository") or "") or None
     except jwt.PyJWTError:
         return None
+
+
+# --- runcache demo --python ---------------------------------------------------------------------------------
+# The two workflows the Python demo (and bench/python.py) run on the same project. The tutorial's skips its
+# install step on an exact hit, which on a fresh runner leaves nothing installed: here it installs every time,
+# from the restored pip cache, which is the most that caching ~/.cache/pip can buy.
+DEPENDENCY_STEP = "Install dependencies"
+TUTORIAL_WORKFLOW = """\
+name: the tutorial's pip cache
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Cache Python Packages
+        id: cache-python
+        uses: actions/cache@v4
+        with:
+          path: ~/.cache/pip
+          key: ${{ runner.os }}-pip-${{ hashFiles('**/requirements.txt') }}
+          restore-keys: |
+            ${{ runner.os }}-pip-
+      - name: Install dependencies
+        run: pip install -r requirements.txt
+      - name: Show them
+        run: python -c "import importlib.metadata as m; print(*sorted(d.name for d in m.distributions()))"
+"""
+PRESET_WORKFLOW = """\
+name: runcache pip install
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Install dependencies
+        id: deps
+        run: runcache pip install -r requirements.txt --installer ${{ vars.installer || 'auto' }}
+      - name: Show them
+        run: .venv/bin/python -c "import importlib.metadata as m; print(*sorted(d.name for d in m.distributions()))"
+"""
+
+
+@dataclass
+class FlowRun:
+    """One run of one workflow: what the dependency step did and how long it took."""
+
+    flow: str  # tutorial | preset
+    n: int
+    result: Any
+    restore: str = ""  # tutorial: the cache step's restore; preset: the step's cache-hit output
+    seconds: float = 0.0  # the dependency work: the tutorial's restore + install, the preset's one step
+    ok: bool = True
+
+
+class PythonDemo(Demo):
+    """The tutorial's pip cache and `runcache pip install` on the same requirements, run for run."""
+
+    def _run(self, root: Path) -> int:
+        args = self.args
+        project = root / "project"
+        (project / ".github" / "workflows").mkdir(parents=True)
+        (project / ".github" / "workflows" / "tutorial.yml").write_text(TUTORIAL_WORKFLOW)
+        (project / ".github" / "workflows" / "preset.yml").write_text(PRESET_WORKFLOW)
+        if args.requirements:
+            shutil.copyfile(args.requirements.resolve(), project / "requirements.txt")
+        else:
+            from runcache.examples import example_path
+
+            shutil.copyfile(example_path("seed") / "requirements.txt", project / "requirements.txt")
+        repo = args.repo or _token_repository(args.token) or f"runcache-demo/python-{secrets.token_hex(3)}"
+        add = args.add or ("django" if not (args.find_links or args.index_url or args.online) else "six")
+        self.title("runcache demo --python: the tutorial's pip cache beside `runcache pip install`")
+        self.say(f"project   {project}: requirements.txt ({_one_line(project / 'requirements.txt')})")
+        self.say("tutorial  actions/cache of ~/.cache/pip, then pip install -r requirements.txt")
+        self.say("preset    runcache pip install -r requirements.txt (the whole virtualenv, restored or synced)")
+        self.say(f"runs      1: nothing cached · 2: the same requirements · 3: {add} added; a fresh runner each time")
+        bin_dir = self._tools(root)
+        with contextlib.ExitStack() as stack:
+            env = self._index_env(root, stack)
+            url, token = self._server(root, repo, stack)
+            env.update({"RUNCACHE_URL": url, "RUNCACHE_TOKEN": token})
+            self.bin_dir = bin_dir
+            runs: list[tuple[FlowRun, FlowRun]] = []
+            for n in (1, 2, 3):
+                if n == 3:
+                    with open(project / "requirements.txt", "a") as fh:
+                        fh.write(add + "\n")
+                self.title(f"Run {n}: " + {1: "nothing cached yet", 2: "the same requirements", 3: f"{add} added"}[n])
+                pair = []
+                for flow in ("tutorial", "preset"):
+                    self.say(f"{flow}: a fresh runner (empty home, new checkout) ...", "bright_black")
+                    result = self._flow_run(root, project, flow, repo, url, token, env)
+                    if result is None:
+                        return 1
+                    pair.append(self._measure(flow, n, result))
+                    if not pair[-1].ok:
+                        self.say(f"✗ {self.problems[-1]}", "bold red")
+                        return 1
+                runs.append((pair[0], pair[1]))
+                self._explain_pair(pair[0], pair[1])
+        self.title("The dependency step, run by run")
+        self._times(runs)
+        if self.problems:
+            for p in self.problems:
+                self.say(f"✗ {p}", "bold red")
+            return 1
+        self.say("✓ both workflows installed the requirements in every run", "bold green")
+        return 0
+
+    def _tools(self, root: Path) -> Path:
+        """`runcache` (and uv, for the preset) on the jobs' PATH, whatever the caller's PATH holds."""
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        shim = bin_dir / "runcache"
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m runcache.cli "$@"\n')
+        shim.chmod(0o755)
+        uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+        if uv and self.args.installer != "pip":
+            (bin_dir / "uv").symlink_to(os.path.realpath(uv))
+        elif self.args.installer == "uv":
+            self.problems.append("--installer uv: no uv beside runcache or on PATH (pip install uv)")
+        return bin_dir
+
+    def _index_env(self, root: Path, stack: contextlib.ExitStack) -> dict[str, str | None]:
+        """pip and uv see one index: the given one, the wheels of --find-links or the stand-ins, on loopback."""
+        args = self.args
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("PIP_", "UV_"))}
+        if args.online:
+            self.say("index     PyPI (--online)")
+            return {}
+        from runcache.runner.wheelhouse import LocalIndex, build_stand_ins
+
+        if args.index_url:
+            url = args.index_url
+            self.say(f"index     {url}")
+        else:
+            if args.find_links:
+                folder = args.find_links.resolve()  # the runs work in the project, not here
+                if not any(folder.glob("*.whl")):
+                    raise ValueError(
+                        f"--find-links {folder}: no wheels there (scripts/setup --dev fills .cache/wheels)"
+                    )
+                self.say(f"index     the wheels in {folder}, served on loopback (no network)")
+            else:
+                folder = root / "wheels"
+                build_stand_ins(folder)
+                self.say(
+                    "index     stand-in packages on loopback (no network; --find-links .cache/wheels for real ones)"
+                )
+            url = stack.enter_context(LocalIndex(folder)).url + "/simple/"
+            env["PIP_TRUSTED_HOST"] = "127.0.0.1"
+        env.update(
+            {
+                "PIP_INDEX_URL": url,
+                "PIP_CONFIG_FILE": os.devnull,
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "PIP_NO_INPUT": "1",
+                "UV_INDEX_URL": url,
+                "UV_NO_CONFIG": "1",
+                "UV_PYTHON_DOWNLOADS": "never",
+            }
+        )
+        return env
+
+    def _server(self, root: Path, repo: str, stack: contextlib.ExitStack) -> tuple[str, str]:
+        """One server for all six runs: the preset's step talks to it too (RUNCACHE_URL), so it must outlive a run."""
+        if self.args.url:
+            token = self.args.token or os.environ.get("RUNCACHE_TOKEN", "")
+            self.say(f"cache     {self.args.url} · repository {repo}")
+            return self.args.url.rstrip("/"), token
+        from runcache.config import Settings
+        from runcache.runner.run import data_dir_lock
+        from runcache.server.embedded import EmbeddedServer
+
+        data_dir = self.args.data_dir or root / "data"
+        stack.enter_context(data_dir_lock(data_dir))
+        server = EmbeddedServer(Settings.from_env(data_dir=data_dir)).start()
+        stack.callback(server.stop)
+        self.say(f"cache     embedded server on {server.url}, data in {data_dir} · repository {repo}")
+        return server.url, server.token(repo, "refs/heads/main", default_branch="main")
+
+    def _flow_run(
+        self, root: Path, project: Path, flow: str, repo: str, url: str, token: str, env: dict[str, str | None]
+    ) -> Any:
+        from runcache.runner.console import ConsoleReporter
+
+        home = root / "home"
+        home.mkdir(exist_ok=True)
+        _empty(home, keep=".cache")
+        _empty(home / ".cache", keep="runcache")
+        shutil.rmtree(project / ".venv", ignore_errors=True)  # a new checkout has no environment
+        changes: dict[str, str | None] = {
+            **env,
+            "HOME": str(home),
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "VIRTUAL_ENV": None,
+            "XDG_CACHE_HOME": None,
+            "XDG_STATE_HOME": None,
+            "PYTHONHOME": None,
+        }
+        parser = argparse.ArgumentParser()
+        add_run_arguments(parser)
+        argv = [str(project / ".github" / "workflows" / f"{flow}.yml"), "--repo", repo, "--ref", "refs/heads/main"]
+        argv += ["--data-dir", str(root / "runs"), "--url", url, "--token", token]
+        argv += ["--var", f"installer={self.args.installer}"]
+        reporter = ConsoleReporter(self.console, stream=self.args.verbose or None, show_log_paths=self.show_logs)
+        with patched_environ(changes), contextlib.chdir(project):
+            return run_from_args(parser.parse_args(argv), reporter)
+
+    def _measure(self, flow: str, n: int, result: Any) -> FlowRun:
+        job = result.jobs[0]
+        steps = {s.name: s for s in job.steps if s.stage == "main"}
+        install = steps.get(DEPENDENCY_STEP)
+        run = FlowRun(flow, n, result, ok=job.result == "success" and install is not None)
+        if install is None:
+            self.problems.append(f"{flow} run {n}: no {DEPENDENCY_STEP!r} step ran")
+            return run
+        run.seconds = install.duration
+        if flow == "tutorial":
+            cache = steps.get(CACHE_STEP)
+            restore = next((c for c in job.caches if c.operation == "restore"), None)
+            run.restore = restore.result if restore else ""
+            run.seconds += cache.duration if cache else 0.0
+            expected = {1: "miss", 2: "hit", 3: "restore-key"}[n]
+        else:
+            run.restore = {"true": "hit", "false": "restore-key"}.get(install.outputs.get("cache-hit", ""), "miss")
+            expected = {1: "miss", 2: "hit", 3: "restore-key"}[n]
+        if not run.ok:
+            self.problems.append(f"{flow} run {n}: the job ended {job.result}")
+        elif run.restore != expected:
+            self.problems.append(f"{flow} run {n}: expected a {expected}, got {run.restore or 'nothing'}")
+        return run
+
+    def _explain_pair(self, tutorial: FlowRun, preset: FlowRun) -> None:
+        what = {
+            "miss": "nothing to restore",
+            "hit": "exact hit",
+            "restore-key": "an older entry restored by prefix",
+            "failed": "restore failed",
+        }
+        self.say(
+            f"  → tutorial: {what.get(tutorial.restore, tutorial.restore)}, then pip install: {tutorial.seconds:.1f} s",
+            "cyan",
+        )
+        done = {"miss": "built and synced", "hit": "no installer run", "restore-key": "synced to the new set"}
+        self.say(
+            f"  → preset:   {what.get(preset.restore, preset.restore)}, {done.get(preset.restore, '')}: "
+            f"{preset.seconds:.1f} s",
+            "cyan",
+        )
+
+    def _times(self, runs: list[tuple[FlowRun, FlowRun]]) -> None:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("Run", "Tutorial restore", "Tutorial step", "Preset restore", "Preset step", "Preset faster"):
+            table.add_column(col, justify="right" if "step" in col or "faster" in col else "left")
+        for tutorial, preset in runs:
+            ratio = tutorial.seconds / preset.seconds if preset.seconds else 0.0
+            table.add_row(
+                str(tutorial.n),
+                tutorial.restore or "-",
+                f"{tutorial.seconds:.2f} s",
+                preset.restore or "-",
+                f"{preset.seconds:.2f} s",
+                f"{ratio:.1f}×",
+            )
+        self.console.print(table)
+        self.say(
+            "Tutorial step: the cache step's restore plus `pip install`; preset step: `runcache pip install` (restore, "
+            "and a sync when needed). Post-step saves are not counted: the job has finished its work by then.",
+            "bright_black",
+        )
+
+
+def _one_line(path: Path) -> str:
+    words = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return ", ".join(w for w in words if w) or "empty"

@@ -10,6 +10,7 @@ SUPPORTED = (
     "actions/cache/restore",
     "actions/cache/save",
     "actions/setup-python",
+    "astral-sh/setup-uv",
 )
 
 
@@ -34,6 +35,10 @@ def resolve_action(uses: str) -> BuiltinAction | None:
         from runcache.runner.actions.setup_python import SetupPythonAction
 
         return SetupPythonAction()
+    if key == "astral-sh/setup-uv":
+        from runcache.runner.actions.setup_uv import SetupUvAction
+
+        return SetupUvAction()
     return None
 
 
