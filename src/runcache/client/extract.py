@@ -27,6 +27,19 @@ How a restore proceeds:
    replaced by rename (never written through, so a hardlink or symlink in the destination is never followed).
    If a rename fails, the renames already done are undone from backups kept in staging.
 
+Threads (why the guarantees above hold unchanged): every change to the staging *namespace* - creating a
+file (O_EXCL), a directory, a hardlink, removing a duplicate, the deferred symlinks, the commit's renames -
+happens on the calling thread, in archive order, exactly as a single-threaded extraction does it; every
+check above is made there too. What runs on the writer threads is only the body and metadata of a regular
+file the calling thread has just created: it hands over the open descriptor with the bytes, and the writer
+writes them, sets mode and mtime, and closes it. A descriptor writes to its inode whatever happens to its
+name later (a duplicate member unlinking it, a rename), so no writer can touch a path the calling thread
+did not create for it, and none can follow a link. The calling thread waits for every writer before
+anything reads file contents back (a hardlink copied across filesystems) and before `before_commit()`
+and the commit, so nothing moves into place unfinished; on any failure or interruption the writers stop,
+their descriptors are closed and staging is removed, as before. Meanwhile decompression (the caller's
+stage), member parsing and the namespace work on this thread, and file bodies on the writers overlap.
+
 Duplicate members (C12), one rule: the last member for a path wins. A directory over a directory merges
 (the later mode/mtime win); any other combination removes what the earlier member left there (a file, a
 pending symlink, or a directory with everything staged under it) before creating the new member.
@@ -43,13 +56,16 @@ import contextlib
 import errno
 import gzip
 import os
+import queue
 import shutil
+import signal
 import stat
 import struct
 import tempfile
+import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -85,6 +101,11 @@ class CorruptArchiveError(Exception):
     """Truncated or malformed tar stream."""
 
 
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived during the commit or the removal of staging: both were let finish, so the
+    destination is complete (never half-moved) and no staging is left; the interruption is raised after."""
+
+
 @dataclass(frozen=True)
 class ExtractReport:
     files: int
@@ -106,6 +127,14 @@ _MAX_CACHE = 10_000
 _MAX_TRAILER = 16 << 20  # zero padding accepted after the end-of-archive marker
 _MAX_NAME = 255  # one path component
 _MTIME_MAX_NS = 2**33 * 10**9 - 1
+# Bodies up to this size go to the writer threads; larger ones are streamed by the calling thread (they
+# would otherwise sit whole in memory), which keeps the write large and sequential anyway.
+_HANDOFF_MAX = 1 << 20
+_BATCH_FILES = 32  # files per hand-over: one queue round trip for many small files
+_BATCH_BYTES = 1 << 20
+_INFLIGHT_BYTES = 32 << 20  # bodies handed over and not yet written: the memory the writers may hold
+_INFLIGHT_FILES = 256  # open descriptors handed over and not yet closed (well below a 1024 fd limit)
+DEFAULT_WRITERS = 4
 _WFLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _STREAM_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, gzip.BadGzipFile)
@@ -134,23 +163,69 @@ def extract_tar_stream(
     allowed_roots: Sequence[Path],
     limits: ExtractLimits = DEFAULT_LIMITS,
     before_commit: Callable[[], None] | None = None,
+    writers: int = DEFAULT_WRITERS,
 ) -> ExtractReport:
     """Extract the uncompressed tar `stream` (read once, sequentially) below `allowed_roots`, all or nothing.
 
     Raises UnsafeArchiveError / CorruptArchiveError (destination untouched), whatever `before_commit` raises
     (destination untouched), or OSError for environment failures (renames already done are rolled back).
     Errors of the caller's decompressor (zstd, zlib, gzip) are reported as CorruptArchiveError.
+    `writers` threads write small files' bodies (0: everything on the calling thread).
     """
-    ex = _Extractor(workspace, allowed_roots, limits)
+    ex = _Extractor(workspace, allowed_roots, limits, writers)
+    committed = False
     try:
-        ex.read_all(_Reader(stream))
-        ex.finish_staging()
-        if before_commit is not None:
-            before_commit()
-        ex.commit()
-        return ex.report()
+        try:
+            ex.read_all(_Reader(stream))
+            ex.finish_staging()
+            if before_commit is not None:
+                before_commit()
+            with _signals_held():
+                try:
+                    ex.commit()
+                    committed = True
+                finally:
+                    ex.cleanup()
+            return ex.report()
+        finally:
+            with _signals_held():
+                ex.cleanup()
+    except KeyboardInterrupt as exc:
+        if committed and not isinstance(exc, InterruptedAfterCommit):
+            raise InterruptedAfterCommit(*exc.args) from exc
+        raise
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then are delivered as they would have been.
+
+    The commit's renames and their rollback, and the removal of staging, must not stop half-way: a
+    KeyboardInterrupt between a rename and its undo record would leave a half-moved destination, and one in
+    the middle of removing staging would leave it behind. Only the main thread receives signals, so
+    elsewhere there is nothing to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, object] = {}
+
+    def hold(signum: int, _frame: object) -> None:
+        held.append(signum)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if handler is signal.SIG_IGN or handler is None:  # ignored stays ignored; None: not Python's to set
+                continue
+            previous[sig] = handler
+            signal.signal(sig, hold)
+        yield
     finally:
-        ex.cleanup()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
 
 
 # ----------------------------------------------------------------------------------------------- stream reading
@@ -317,6 +392,101 @@ def _clamp_ns(ns: int) -> int:
 # ----------------------------------------------------------------------------------------------- extraction
 
 
+class _Writers:
+    """Threads that write, chmod, utime and close files the calling thread created (see the module doc).
+
+    Files are handed over in batches; the calling thread blocks when too many bytes or descriptors are
+    in flight, and `settle()` waits until every file handed over is complete. The first error a writer
+    meets is raised on the calling thread at its next hand-over or settle; after it (or after `close()`)
+    the writers only close the descriptors they are given.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._threads: list[threading.Thread] = []
+        self._queue: queue.SimpleQueue[list[tuple[int, bytes, int, int]] | None] = queue.SimpleQueue()
+        self._cv = threading.Condition()
+        self._bytes = 0  # in flight, under _cv
+        self._files = 0
+        self._error: BaseException | None = None
+        self._stop = False
+        self._batch: list[tuple[int, bytes, int, int]] = []
+        self._batch_bytes = 0
+
+    def add(self, fd: int, data: bytes, mode: int, mtime: int) -> None:
+        """Take over `fd`: it is written, chmod-ed, utime-d and closed by a writer (or closed on failure)."""
+        self._batch.append((fd, data, mode, mtime))
+        self._batch_bytes += len(data)
+        if len(self._batch) >= _BATCH_FILES or self._batch_bytes >= _BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, nbytes = self._batch, self._batch_bytes
+        if not batch:
+            return
+        self._batch, self._batch_bytes = [], 0
+        with self._cv:
+            while (
+                self._error is None
+                and self._files
+                and (self._bytes + nbytes > _INFLIGHT_BYTES or self._files + len(batch) > _INFLIGHT_FILES)
+            ):
+                self._cv.wait()
+            self._bytes += nbytes
+            self._files += len(batch)
+        self._queue.put(batch)
+        if len(self._threads) < self._count:
+            t = threading.Thread(target=self._run, name=f"extract-writer-{len(self._threads)}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._raise()
+
+    def settle(self) -> None:
+        """Return once every file handed over is written and closed; raise a writer's error."""
+        self.flush()
+        with self._cv:
+            while self._files:
+                self._cv.wait()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Stop: files not yet written are closed unwritten (staging is about to be removed)."""
+        for fd, *_ in self._batch:
+            os.close(fd)
+        self._batch = []
+        self._stop = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+        self._threads = []
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            nbytes = 0
+            for fd, data, mode, mtime in batch:
+                nbytes += len(data)
+                try:
+                    if not self._stop and self._error is None:
+                        _write_all(fd, data)
+                        os.fchmod(fd, mode)
+                        os.utime(fd, ns=(mtime, mtime))
+                except BaseException as exc:  # kept for the calling thread, which raises it
+                    with self._cv:
+                        if self._error is None:
+                            self._error = exc
+                finally:
+                    os.close(fd)
+            with self._cv:
+                self._bytes -= nbytes
+                self._files -= len(batch)
+                self._cv.notify_all()
+
+
 class _Root:
     __slots__ = ("backup", "base", "cut", "dev", "path", "staging", "tree")
 
@@ -363,7 +533,7 @@ def _join(parent: str, name: str) -> str:
 
 
 class _Extractor:
-    def __init__(self, workspace: Path, allowed_roots: Sequence[Path], limits: ExtractLimits) -> None:
+    def __init__(self, workspace: Path, allowed_roots: Sequence[Path], limits: ExtractLimits, writers: int = 0) -> None:
         self.ws = os.path.normpath(os.fspath(workspace))
         roots = sorted({os.path.normpath(os.fspath(r)) for r in allowed_roots}, key=len)
         if not os.path.isabs(self.ws) or not all(os.path.isabs(r) for r in roots):
@@ -384,6 +554,7 @@ class _Extractor:
         self.pending = 0
         self.walk_budget = _WALK_BUDGET
         self.undo: list[Callable[[], None]] = []
+        self.writers = _Writers(writers) if writers > 0 else None
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -510,12 +681,20 @@ class _Extractor:
         if typ in _REG:
             self._drop_link(target)
             fd = self._create(staged, target, name)
-            try:
-                rd.copy(fd, size)
-                os.fchmod(fd, (mode & 0o755) | 0o600)
-                os.utime(fd, ns=(mtime, mtime))
-            finally:
-                os.close(fd)
+            if self.writers is not None and size <= _HANDOFF_MAX:
+                try:
+                    data = rd.take(size)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self.writers.add(fd, data, (mode & 0o755) | 0o600, mtime)
+            else:
+                try:
+                    rd.copy(fd, size)
+                    os.fchmod(fd, (mode & 0o755) | 0o600)
+                    os.utime(fd, ns=(mtime, mtime))
+                finally:
+                    os.close(fd)
             rd.copy(None, -size % _BLOCK)
             self.files += 1
             self.bytes += size
@@ -723,12 +902,19 @@ class _Extractor:
         try:
             os.link(src, staged, follow_symlinks=False)
         except OSError:  # EXDEV between two roots, EMLINK, filesystems without hardlinks
+            self._settle()  # the copy reads the source's body, which a writer may still be writing
+            st = os.lstat(src)
             shutil.copyfile(src, staged, follow_symlinks=False)
             os.chmod(staged, stat.S_IMODE(st.st_mode))
             os.utime(staged, ns=(st.st_mtime_ns, st.st_mtime_ns))
 
+    def _settle(self) -> None:
+        if self.writers is not None:
+            self.writers.settle()
+
     def finish_staging(self) -> None:
         """Symlinks last (nothing is written after them), then directory modes and mtimes, deepest first."""
+        self._settle()  # every body is complete before the caller's check and the commit
         for target, (dest, mtime, root) in self.links.items():
             staged = root.tree + target[root.cut :]
             os.symlink(dest, staged)  # the parent was created with the member and nothing replaced it since
@@ -814,6 +1000,8 @@ class _Extractor:
         self.undo.clear()
 
     def cleanup(self) -> None:
+        if self.writers is not None:  # before staging goes: no writer may still hold a descriptor in it
+            self.writers.close()
         for r in self.roots:
             if r.staging:
                 shutil.rmtree(r.staging, ignore_errors=True)

@@ -18,7 +18,13 @@ from runcache.client.archive import (
     create_archive,
     open_decompressed,
 )
-from runcache.client.extract import CorruptArchiveError, ExtractLimits, UnsafeArchiveError, extract_tar_stream
+from runcache.client.extract import (
+    CorruptArchiveError,
+    ExtractLimits,
+    InterruptedAfterCommit,
+    UnsafeArchiveError,
+    extract_tar_stream,
+)
 from runcache.client.interrupt import Interrupted
 from runcache.client.paths import resolve_cache_paths, restore_roots
 from runcache.client.pipeline import StageError, background
@@ -130,6 +136,8 @@ def restore(
     except KeyboardInterrupt as exc:
         if result.restored or isinstance(exc, Interrupted):
             raise
+        if isinstance(exc, InterruptedAfterCommit):
+            raise Interrupted(f"the restore of key {key} was stopped after its files were in place") from exc
         # The extraction is all-or-nothing: stopped before its final renames, it undid everything.
         raise Interrupted(f"the restore of key {key} was stopped; nothing was changed") from exc
     except (UnsafeArchiveError, CorruptArchiveError) as exc:
