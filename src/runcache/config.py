@@ -12,6 +12,7 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = ".runcache"
 DOWNLOAD_MODES = ("proxy", "direct")
+TRANSFER_MODES = ("proxy", "direct")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Settings:
     upload_idle_timeout: int = 300  # seconds without bytes after which an upload expires (0: only the TTL)
     url_ttl: int = 600  # seconds a signed blob URL stays valid
     downloads: str = "proxy"  # proxy: archives stream through the server; direct: presigned object-store URLs
+    transfers: str = "proxy"  # direct: v2 uploads to a write SAS URL as well as direct downloads (azure:// blobs)
     github_jwks_url: str = ""
     github_jwks_file: str = ""
     github_issuer: str = ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from runcache.cli import data_dir_flag
-from runcache.config import DOWNLOAD_MODES, Settings
+from runcache.config import DOWNLOAD_MODES, TRANSFER_MODES, Settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -24,6 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         upload_idle_timeout=args.upload_idle_timeout,
         url_ttl=args.url_ttl,
         downloads=args.downloads,
+        transfers=args.transfers,
         github_jwks_url=args.github_jwks_url,
         github_jwks_file=args.github_jwks_file,
         github_issuer=args.github_issuer,
@@ -52,13 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--blobs",
-        help="where finished archives live: s3://BUCKET/PREFIX (endpoint and credentials from AWS_* variables) "
-        "or a directory (env RUNCACHE_BLOBS; default: blobs/ in the data directory)",
+        help="where finished archives live: s3://BUCKET/PREFIX (endpoint and credentials from AWS_* variables), "
+        "azure://CONTAINER/PREFIX (account from AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT + "
+        "AZURE_STORAGE_KEY) or a directory (env RUNCACHE_BLOBS; default: blobs/ in the data directory)",
     )
     p.add_argument(
         "--uploads",
         choices=["auto", "local"],
-        help="where uploads in flight live: auto = in the bucket beside s3:// blobs (any replica takes any "
+        help="where uploads in flight live: auto = beside s3:// or azure:// blobs (any replica takes any "
         "chunk), else the data directory; local = always the data directory (env RUNCACHE_UPLOADS, default auto)",
     )
     p.add_argument(
@@ -81,6 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="how restores fetch archives: proxy = streamed by this server from its blob store; direct = a "
         "presigned URL straight to the object store (s3:// blobs only; runners must reach its endpoint, "
         "see RUNCACHE_S3_PUBLIC_ENDPOINT) (env RUNCACHE_DOWNLOADS, default proxy)",
+    )
+    p.add_argument(
+        "--transfers",
+        choices=list(TRANSFER_MODES),
+        help="direct = archives go between runners and the storage both ways, as on GitHub: v2 saves write to a "
+        "short-lived write-only SAS URL, restores read from a read-only one (azure:// blobs only; implies "
+        "--downloads direct; unfinished uploads then expire by --reservation-ttl only); proxy = as --downloads "
+        "says (env RUNCACHE_TRANSFERS, default proxy)",
     )
     p.add_argument(
         "--github-jwks-url",

@@ -23,14 +23,14 @@ from runcache.auth import Authenticator
 from runcache.auth.github import GitHubTokenVerifier
 from runcache.auth.signing import UrlSigner
 from runcache.auth.tokens import TokenIssuer
-from runcache.config import DOWNLOAD_MODES, Settings
+from runcache.config import DOWNLOAD_MODES, TRANSFER_MODES, Settings
 from runcache.core.eviction import validate_retention, validate_storage_limit
 from runcache.core.limits import MB, UploadLimits
 from runcache.server import blob, ghcompat, rest, twirp, uploads_api, v1, web
 from runcache.server.common import AppState
 from runcache.services.cache import CacheService
 from runcache.services.management import Management
-from runcache.store.blobs import BlobStore
+from runcache.store.blobs import BlobStore, DirectUploads
 from runcache.store.factory import blob_store_for, upload_store_for
 from runcache.store.lock import DataDirLock
 from runcache.store.metadata import MetadataStore
@@ -65,23 +65,47 @@ def build_service(settings: Settings) -> CacheService:
         retention_days=settings.retention_days,
         limits=limits,
         direct_download_ttl=_direct_download_ttl(settings, blobs),
+        direct_upload_ttl=_direct_upload_ttl(settings, blobs),
     )
     idle = settings.upload_idle_timeout
     service.upload_idle_timeout = timedelta(seconds=idle) if idle > 0 else None
     return service
 
 
+def _transfers_direct(settings: Settings) -> bool:
+    mode = settings.transfers.strip().lower() or "proxy"
+    if mode not in TRANSFER_MODES:
+        raise ValueError(f"--transfers must be one of {', '.join(TRANSFER_MODES)}, got {settings.transfers!r}")
+    return mode == "direct"
+
+
 def _direct_download_ttl(settings: Settings, blobs: BlobStore) -> int | None:
-    """`--downloads direct` needs a store that presigns (checked now, with the URL lifetime, rather than
-    at the first restore); `proxy` streams through the server."""
+    """`--downloads direct` (or `--transfers direct`, which includes it) needs a store that presigns (checked
+    now, with the URL lifetime, rather than at the first restore); `proxy` streams through the server."""
     mode = settings.downloads.strip().lower() or "proxy"
     if mode not in DOWNLOAD_MODES:
         raise ValueError(f"--downloads must be one of {', '.join(DOWNLOAD_MODES)}, got {settings.downloads!r}")
-    if mode == "proxy":
+    if mode == "proxy" and not _transfers_direct(settings):
         return None
     if blobs.download_url("0", settings.url_ttl) is None:
+        flag = "--downloads direct" if mode == "direct" else "--transfers direct"
         raise ValueError(
-            "--downloads direct needs an object store (--blobs s3://bucket/prefix); a directory is served by runcache"
+            f"{flag} needs an object store (--blobs s3://bucket/prefix or azure://container/prefix); "
+            "a directory is served by runcache"
+        )
+    return settings.url_ttl
+
+
+def _direct_upload_ttl(settings: Settings, blobs: BlobStore) -> int | None:
+    """`--transfers direct`: v2 uploads go to a write-only URL on the storage, which only a store that signs
+    such URLs gives (Azure Blob: the client @actions/cache uploads with is the Azure SDK)."""
+    if not _transfers_direct(settings):
+        return None
+    if not isinstance(blobs, DirectUploads) or blobs.upload_url("0", settings.url_ttl) is None:
+        raise ValueError(
+            "--transfers direct needs Azure Blob storage signed with an account key (--blobs azure://container/prefix"
+            " with AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY); "
+            "use --downloads direct for direct restores from S3"
         )
     return settings.url_ttl
 

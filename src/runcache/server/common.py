@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from runcache.auth import Authenticator
-from runcache.auth.signing import DOWNLOAD, UrlSigner
+from runcache.auth.signing import DOWNLOAD, UPLOAD, UrlSigner
 from runcache.config import Settings
 from runcache.core.entries import EntryInfo
 from runcache.core.errors import InvalidRequest
@@ -64,6 +64,14 @@ def download_location(request: Request, entry: EntryInfo) -> str:
     no Authorization header), which a presigned object-store URL accepts."""
     direct = state(request).service.direct_download_url(entry)
     return direct or signed_url(request, ARCHIVES, entry.id, DOWNLOAD)
+
+
+def upload_location(request: Request, entry: EntryInfo) -> str:
+    """Where a v2 client writes a reserved entry's archive: straight into the blob store when the server
+    hands out direct URLs (`--transfers direct`), else this server's signed upload URL. @actions/cache
+    writes either with the Azure SDK (Put Blob, or Put Block + Put Block List)."""
+    direct = state(request).service.direct_upload_url(entry)
+    return direct or signed_url(request, UPLOADS, entry.id, UPLOAD)
 
 
 async def read_capped(request: Request, limit: int, what: str = "request body") -> bytes:

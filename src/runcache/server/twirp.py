@@ -24,7 +24,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from runcache.auth.signing import UPLOAD
 from runcache.core.errors import (
     AlreadyExists,
     CacheError,
@@ -41,14 +40,13 @@ from runcache.core.errors import (
 from runcache.server import cacheservice_pb2 as pb
 from runcache.server.common import (
     MAX_JSON_BODY,
-    UPLOADS,
     download_location,
     identify,
     parse_int,
     read_capped,
     read_json,
-    signed_url,
     state,
+    upload_location,
 )
 from runcache.server.errors import classify
 
@@ -102,7 +100,7 @@ async def create_entry(request: Request, body: dict[str, Any]) -> dict[str, Any]
     except (AlreadyExists, WriteDenied, StorageFull, TooManyUploads) as exc:
         # The client reports a 200 `ok:false` body's message as a warning and goes on without saving.
         return {"ok": False, "signed_upload_url": "", "message": str(exc)}
-    return {"ok": True, "signed_upload_url": signed_url(request, UPLOADS, entry.id, UPLOAD), "message": ""}
+    return {"ok": True, "signed_upload_url": upload_location(request, entry), "message": ""}
 
 
 async def finalize_entry(request: Request, body: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from runcache.core.entries import COMMITTED, COMMITTING, UPLOADING, EntryInfo
-from runcache.core.errors import InvalidRequest, NotFound, UploadBusy, UploadElsewhere
+from runcache.core.errors import IncompleteUpload, InvalidRequest, NotFound, UploadBusy, UploadElsewhere
 from runcache.core.eviction import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_STORAGE_LIMIT_GB,
@@ -32,7 +32,7 @@ from runcache.core.limits import (
 )
 from runcache.core.matching import find_match, lookup_prefixes
 from runcache.core.scopes import Identity
-from runcache.store.blobs import BlobStore
+from runcache.store.blobs import BlobStore, DirectUploads
 from runcache.store.metadata import MetadataStore
 from runcache.store.uploads import Progress, StagedUpload, UploadStore, UploadWriter
 
@@ -64,6 +64,7 @@ class CacheService:
         retention_days: int = DEFAULT_RETENTION_DAYS,
         limits: UploadLimits | None = None,
         direct_download_ttl: int | None = None,
+        direct_upload_ttl: int | None = None,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
@@ -78,6 +79,9 @@ class CacheService:
         self.upload_limits = limits or UploadLimits()
         # Seconds a direct (object-store) download URL lives; None: downloads stream through the server.
         self.direct_download_ttl = direct_download_ttl
+        # Seconds a direct (write SAS) upload URL lives; None: v2 uploads go through the server. Direct
+        # uploads need a store that can sign one (`DirectUploads`), checked at start-up.
+        self.direct_upload_ttl = direct_upload_ttl
         # Striped locks serialise commits of one upload in this process (the database claim does it
         # across processes); a bounded array never grows with the number of uploads.
         self._commit_locks = [threading.Lock() for _ in range(_COMMIT_LOCKS)]
@@ -114,6 +118,14 @@ class CacheService:
         if self.direct_download_ttl is None:
             return None
         return self.blobs.download_url(str(entry.id), self.direct_download_ttl)
+
+    def direct_upload_url(self, entry: EntryInfo) -> str | None:
+        """Where a v2 client writes a reserved entry's archive straight into the blob store (a URL that can
+        create and write that one blob only), when this server hands out such URLs; None: through the
+        server's own signed upload URL."""
+        if self.direct_upload_ttl is None or not isinstance(self.blobs, DirectUploads):
+            return None
+        return self.blobs.upload_url(str(entry.id), self.direct_upload_ttl)
 
     def open_download(self, entry: EntryInfo, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) of a committed entry, streamed from the blob store."""
@@ -263,7 +275,57 @@ class CacheService:
         if not self._owned(identity, entry) or (entry is not None and entry.owner is None and entry.state == COMMITTED):
             raise NotFound(f"no upload in progress for key {key} and version {version}")
         assert entry is not None
+        if self.direct_upload_ttl is not None:
+            return self.commit_direct(entry, size)
         return self.commit(entry, size)
+
+    def commit_direct(self, entry: EntryInfo, size: int) -> EntryInfo:
+        """v2 finalize of an upload the client wrote straight into the blob store: the entry becomes visible
+        only once the storage reports a blob of exactly `size` bytes under its name. The server never saw
+        the bytes, so there is no SHA-256 of its own; what the storage reports (ETag, content MD5) is logged
+        with the commit. A blob of another size is refused and stays invisible; the janitor removes it with
+        the expired reservation."""
+        if size < 0:
+            raise InvalidRequest(f"size must not be negative, got {size}")
+        assert isinstance(self.blobs, DirectUploads)
+        with self._commit_locks[entry.id % _COMMIT_LOCKS]:
+            current = self.metadata.get(entry.id)
+            if current is None:
+                raise NotFound(f"no upload in progress with id {entry.id}")
+            if current.state != UPLOADING:
+                return self._earlier_commit(current, size)
+            check_upload_end(size, current.declared_size, self._entry_cap(current.repository))
+            report = self.blobs.report(str(current.id))
+            if report is None:
+                raise IncompleteUpload(f"upload {current.id}: no archive was written to its upload URL")
+            if report.size != size:
+                raise InvalidRequest(f"upload {current.id}: the stored archive has {report.size} bytes, not {size}")
+            if not self.metadata.claim_commit(current.id, size=size, sha256=None):
+                latest = self.metadata.get(current.id)
+                if latest is None:
+                    raise NotFound(f"no upload in progress with id {entry.id}")
+                return self._earlier_commit(latest, size)
+            try:
+                committed = self.metadata.commit(current.id)
+            except BaseException:
+                self.blobs.delete(str(current.id))
+                self.metadata.abort(current.id)
+                raise
+            self.staging.discard(current.id)
+        log.info(
+            "committed direct upload %s %s key=%s size=%d etag=%s content-md5=%s",
+            current.id,
+            current.scope,
+            current.key,
+            size,
+            report.etag,
+            report.content_md5 or "-",
+        )
+        try:
+            self.enforce_storage_limit(current.repository, keep=(current.id,))
+        except Exception:  # the entry is saved; a failed eviction pass is retried by the next commit
+            log.exception("eviction after committing entry %s failed", current.id)
+        return committed
 
     def commit(self, entry: EntryInfo, size: int) -> EntryInfo:
         """Seal the upload, prove it whole, claim it, move it into the blob store, make it visible.
@@ -414,7 +476,8 @@ class CacheService:
         expired = self.metadata.expired_uploads(now - self.reservation_ttl)
         for entry in expired:
             self.staging.discard(entry.id)
-            if entry.state == COMMITTING:
+            # A direct upload's bytes are already the blob of its id (written by the client, never committed).
+            if entry.state == COMMITTING or self.direct_upload_ttl is not None:
                 self.blobs.delete(str(entry.id))
         live = self.metadata.uploads_on_node(self.upload_node)
         live_ids = {e.id for e in live}
@@ -499,7 +562,9 @@ class CacheService:
         """Drop this node's uploads that have received no bytes for `upload_idle_timeout`; one with a
         writer still registered is never idle. Files before rows, as every housekeeping pass."""
         idle = self.upload_idle_timeout
-        if not idle:
+        # A direct upload's bytes never pass this server or its upload store, so no activity of theirs can be
+        # seen here: those uploads end with the reservation TTL (expire_uploads) instead.
+        if not idle or self.direct_upload_ttl is not None:
             return 0
         reserved_before = self.metadata.now() - idle
         gone = 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections import deque
@@ -51,6 +52,10 @@ MAX_SAS_SECONDS = 7 * 24 * 3600
 # SAS start time this far back: a runner's or the storage's clock a little behind ours still accepts it.
 _CLOCK_SKEW = timedelta(minutes=5)
 DEFAULT_SUFFIX = "blob.core.windows.net"
+
+# The SDK logs every request and response at INFO: one line per block or range would drown the server's own
+# log, so only its warnings and errors get through.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 def block_id(n: int) -> str:

@@ -1,0 +1,379 @@
+"""Azure Blob storage with direct transfers (issue 13): archive bytes go between runner and storage.
+
+Azurite (tests/azurite.py) is the storage account. One server with `--blobs azure://… --transfers direct`:
+- the real @actions/cache 6.3.0 v2 saves with the Azure SDK straight into the account (CreateCacheEntry's
+  write SAS) and restores from a read SAS, byte-identical, while runcache's own blob routes carry no archive
+  byte (its access log has no `PUT /runcache/uploads` and no `GET /runcache/archives`); v1 chunks are relayed
+  into staged blocks and restored from a read SAS; the runcache CLI round-trips on both protocols;
+- a SAS is refused by the storage when tampered with or expired, and a write SAS neither reads its own blob
+  nor reads or writes any other; the server's log never holds a signature it handed out;
+- a finalize whose size differs from the stored blob, or with nothing stored, leaves no visible entry, and an
+  upload never finalized is deleted with its reservation;
+- two replicas behind nginx over PostgreSQL + Azurite pass a v1 and a v2 save/restore through the balancer.
+
+Needs Azurite, PostgreSQL and nginx (scripts/setup --dev); a missing one fails the module, never skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from azurite import Azurite
+from cluster import NginxMissing, Replicas, nginx_binary
+from helpers import RUNCACHE, ClientRun, Server, run_client
+from pg import Cluster
+from wire import v1_lookup, v1_restore, v1_save, v2_create, v2_finalize, v2_restore, v2_url
+
+SECRET = "azure-direct-secret"
+MIB = 1024 * 1024
+UPLOAD_ROUTE = '"PUT /runcache/uploads/'
+ARCHIVE_ROUTE = '"GET /runcache/archives/'
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Iterator[Server]:
+    server = Server(
+        tmp_path_factory.mktemp("azure-direct") / "data",
+        extra_args=[
+            "--blobs",
+            f"azure://{azurite.container}/direct-{uuid.uuid4().hex[:12]}",
+            "--transfers",
+            "direct",
+            "--url-ttl",
+            "120",
+            "--log-level",
+            "info",
+        ],
+        env={**azurite.env, "RUNCACHE_SECRET": SECRET},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _workspace(base: Path, big: int = 0) -> tuple[Path, dict[str, str]]:
+    ws = base / "ws"
+    deps = ws / "deps"
+    (deps / "sub").mkdir(parents=True)
+    for i in range(3):
+        (deps / f"lib{i}.bin").write_bytes(os.urandom(300_000 + i))
+    if big:
+        (deps / "big.bin").write_bytes(os.urandom(big))
+    (deps / "sub" / "inner.txt").write_text("inner\n")
+    return ws, _tree(deps)
+
+
+def _log(server: Server) -> str:
+    assert server.log_path is not None
+    return server.log_path.read_text(errors="replace")
+
+
+def _blob_route_hits(server: Server) -> tuple[int, int]:
+    """Archive uploads and downloads runcache's own blob routes answered, from uvicorn's access lines."""
+    text = _log(server)
+    assert '"GET /healthz' in text, "no access log"
+    return text.count(UPLOAD_ROUTE), text.count(ARCHIVE_ROUTE)
+
+
+def _ok(run: ClientRun) -> None:
+    assert run.returncode == 0 and "Failed to" not in run.output and "::warning::" not in run.output, run.output[-4000:]
+
+
+def _is_azurite(url: str, azurite: Azurite) -> None:
+    assert url.startswith(azurite.endpoint + "/"), url
+    assert "sig=" in url and "sv=" in url, url
+
+
+def _with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _other_path(url: str, other: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=urlsplit(other).path))
+
+
+# --- the real client and the CLI ----------------------------------------------------------------------------
+def test_real_client_v2_saves_and_restores_through_the_storage_only(
+    direct: Server, azurite: Azurite, tmp_path: Path
+) -> None:
+    # Past 8 MiB of archive, so the SDK's upload is more than a token body.
+    ws, before = _workspace(tmp_path, big=9 * MIB)
+    token = direct.token()
+    key = f"az-v2-{uuid.uuid4().hex[:8]}"
+    hits = _blob_route_hits(direct)
+    saved = run_client(direct, "v2", "save", workspace=ws, token=token, paths=["deps"], key=key)
+    assert isinstance(saved, ClientRun)
+    _ok(saved)
+    assert '"cacheId":-1' not in saved.output, saved.output[-4000:]
+    shutil.rmtree(ws / "deps")
+    run = run_client(direct, "v2", "restore", workspace=ws, token=token, paths=["deps"], key=key)
+    assert isinstance(run, ClientRun)
+    _ok(run)
+    assert run.result, run.output[-4000:]
+    assert _tree(ws / "deps") == before
+    assert _blob_route_hits(direct) == hits, "archive bytes went through the runcache server"
+    assert "committed direct upload" in _log(direct)
+
+
+def test_real_client_v1_round_trip(direct: Server, azurite: Azurite, tmp_path: Path) -> None:
+    """v1 chunks are relayed by the server into staged blocks (the v1 protocol has no upload URL); the
+    restore follows `archiveLocation`, a read SAS on the account."""
+    ws, before = _workspace(tmp_path)
+    token = direct.token()
+    key = f"az-v1-{uuid.uuid4().hex[:8]}"
+    saved = run_client(direct, "v1", "save", workspace=ws, token=token, paths=["deps"], key=key)
+    assert isinstance(saved, ClientRun)
+    _ok(saved)
+    downloads = _blob_route_hits(direct)[1]
+    shutil.rmtree(ws / "deps")
+    run = run_client(direct, "v1", "restore", workspace=ws, token=token, paths=["deps"], key=key)
+    assert isinstance(run, ClientRun)
+    _ok(run)
+    assert _tree(ws / "deps") == before
+    assert _blob_route_hits(direct)[1] == downloads
+    # The same path in raw calls: chunks relayed into the account, the location a read SAS on it.
+    data = os.urandom(100_000)
+    v1_save(direct, token, f"{key}-raw", data)
+    location = v1_lookup(direct, token, f"{key}-raw").json()["archiveLocation"]
+    _is_azurite(location, azurite)
+    assert httpx.get(location).content == data
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_cli_round_trip(direct: Server, azurite: Azurite, protocol: str, tmp_path: Path) -> None:
+    # v2: more than one 32 MiB CLI chunk, so the save is parallel Put Block + Put Block List on the SAS.
+    ws, before = _workspace(tmp_path, big=(40 if protocol == "v2" else 5) * MIB)
+    env = {
+        **os.environ,
+        "RUNCACHE_URL": direct.url,
+        "RUNCACHE_TOKEN": direct.token(),
+        "RUNCACHE_PROTOCOL": protocol,
+        "HOME": str(tmp_path / "home"),
+    }
+    for name in ("ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "GITHUB_OUTPUT"):
+        env.pop(name, None)
+    key = f"az-cli-{protocol}-{uuid.uuid4().hex[:8]}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RUNCACHE, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+
+    uploads, downloads = _blob_route_hits(direct)
+    saved = cli("save", "--path", "deps", "--key", key)
+    assert saved.returncode == 0, saved.stderr
+    shutil.rmtree(ws / "deps")
+    got = cli("restore", "--path", "deps", "--key", key)
+    assert got.returncode == 0, got.stderr
+    assert "cache-hit=true" in got.stdout
+    assert _tree(ws / "deps") == before
+    after = _blob_route_hits(direct)
+    assert after[1] == downloads
+    if protocol == "v2":
+        assert after[0] == uploads, "a v2 save went through the runcache server"
+        container = azurite.service().get_container_client(azurite.container)
+        prefix = direct.extra_args[direct.extra_args.index("--blobs") + 1].split("/", 3)[3]
+        big = [n for n, size in azurite.blobs(prefix + "/").items() if size > 40 * MIB]
+        assert big, azurite.blobs(prefix + "/")
+        committed, _ = container.get_blob_client(big[-1]).get_block_list("committed")
+        assert len(committed) >= 2, committed
+
+
+# --- what a SAS allows ---------------------------------------------------------------------------------------
+def _direct_put(url: str, data: bytes) -> httpx.Response:
+    return httpx.put(url, content=data, headers={"x-ms-blob-type": "BlockBlob"})
+
+
+def test_a_write_sas_writes_its_blob_and_nothing_else(direct: Server, azurite: Azurite) -> None:
+    token = direct.token()
+    saved_key = f"az-sas-saved-{uuid.uuid4().hex[:8]}"
+    created = v2_create(direct, token, saved_key)
+    assert created["ok"], created
+    saved_url = created["signed_upload_url"]
+    _is_azurite(saved_url, azurite)
+    data = os.urandom(50_000)
+    assert _direct_put(saved_url, data).status_code == 201
+    assert v2_finalize(direct, token, saved_key, len(data))["ok"]
+
+    key = f"az-sas-{uuid.uuid4().hex[:8]}"
+    created = v2_create(direct, token, key)
+    assert created["ok"], created
+    url = created["signed_upload_url"]
+    assert dict(parse_qsl(urlsplit(url).query))["sp"] == "cw", url  # create + write only
+    # Another blob: neither written nor read with this signature (the committed entry's, or any name).
+    other = v2_url(direct, token, saved_key)
+    assert _direct_put(_other_path(url, other), b"overwritten").status_code == 403
+    assert httpx.get(_other_path(url, other)).status_code == 403
+    assert httpx.get(other).content == data
+    # Its own blob: written, never read, listed or deleted.
+    assert _direct_put(url, b"mine").status_code == 201
+    assert httpx.get(url).status_code == 403
+    assert httpx.head(url).status_code == 403
+    assert httpx.delete(url).status_code == 403
+    container = urlunsplit(urlsplit(url)._replace(path=urlsplit(url).path.rsplit("/", 2)[0]))
+    assert httpx.get(_with_query(container, restype="container", comp="list")).status_code == 403
+    # Tampered: a changed signature, a longer lifetime, more permissions.
+    sig = dict(parse_qsl(urlsplit(url).query))["sig"]
+    assert _direct_put(_with_query(url, sig=("A" if sig[0] != "A" else "B") + sig[1:]), b"x").status_code == 403
+    assert _direct_put(_with_query(url, se="2099-01-01T00:00:00Z"), b"x").status_code == 403
+    assert httpx.get(_with_query(url, sp="rcw")).status_code == 403
+    # A read SAS does not write.
+    assert _direct_put(other, b"overwritten").status_code == 403
+    assert httpx.get(other).content == data
+    # What the server handed out never reaches its log.
+    assert sig not in _log(direct)
+    assert dict(parse_qsl(urlsplit(other).query))["sig"] not in _log(direct)
+
+
+def test_a_sas_expires(azurite: Azurite) -> None:
+    from runcache.store.azure import AzureBlobStore
+
+    store = AzureBlobStore.from_url(f"azure://{azurite.container}/expiry-{uuid.uuid4().hex[:8]}", azurite.env)
+    # A few seconds of life, so a loaded machine still uses them in time; then past their expiry.
+    signed = time.monotonic()
+    upload, read = store.upload_url("1", 4), store.download_url("1", 4)
+    assert upload is not None and _direct_put(upload, b"short-lived").status_code == 201
+    assert read is not None and httpx.get(read).content == b"short-lived"
+    time.sleep(max(0.0, signed + 5.5 - time.monotonic()))
+    assert httpx.get(read).status_code == 403
+    assert _direct_put(upload, b"too late").status_code == 403
+    for ttl in (0, 7 * 24 * 3600 + 1):
+        with pytest.raises(ValueError, match="SAS URL lives"):
+            store.upload_url("1", ttl)
+
+
+# --- finalize and the janitor ----------------------------------------------------------------------------
+def test_a_finalize_of_another_size_or_of_nothing_leaves_no_entry(direct: Server) -> None:
+    token = direct.token()
+    key = f"az-size-{uuid.uuid4().hex[:8]}"
+    created = v2_create(direct, token, key)
+    assert created["ok"], created
+    fin = v2_finalize(direct, token, key, 10)
+    assert not fin["ok"] and "no archive" in fin["message"], fin
+    data = os.urandom(10_000)
+    assert _direct_put(created["signed_upload_url"], data).status_code == 201
+    for size in (len(data) + 1, len(data) - 1):
+        fin = v2_finalize(direct, token, key, size)  # a twirp invalid_argument, as for a staged upload
+        assert not fin.get("ok") and "the stored archive has 10000 bytes" in fin.get("msg", ""), fin
+    assert v1_lookup(direct, token, key).status_code == 204
+    # The declared size that matches commits it; a retry gets the same entry.
+    first = v2_finalize(direct, token, key, len(data))
+    assert first["ok"], first
+    assert v2_finalize(direct, token, key, len(data)) == first
+    assert v2_restore(direct, token, key) == data == v1_restore(direct, token, key)
+
+
+def test_an_upload_never_finalized_is_deleted_by_the_janitor(azurite: Azurite, tmp_path: Path) -> None:
+    """The janitor's pass over expired reservations removes a direct upload's blob with the row: the bytes
+    the client wrote never became an entry, and the server never saw them arrive."""
+    from runcache.core.scopes import Identity, build_scopes
+    from runcache.services.cache import CacheService
+    from runcache.store.azure import AzureBlobStore
+    from runcache.store.azureuploads import AzureUploadStore
+    from runcache.store.metadata import MetadataStore
+
+    blobs = AzureBlobStore.from_url(f"azure://{azurite.container}/janitor-{uuid.uuid4().hex[:8]}", azurite.env)
+    metadata = MetadataStore(f"sqlite:///{tmp_path / 'metadata.db'}")
+    service = CacheService(
+        metadata, blobs, AzureUploadStore(blobs), node_id="t", reservation_ttl=1, direct_upload_ttl=60
+    )
+    identity = Identity("octo/app", build_scopes("refs/heads/main", default_branch="main"))
+    entry = service.reserve(identity, "never-finalized", "v" * 64)
+    url = service.direct_upload_url(entry)
+    assert url is not None and _direct_put(url, b"abandoned bytes").status_code == 201
+    assert blobs.contains(str(entry.id))
+    assert service.expire_idle_uploads() == 0  # direct uploads are not judged by bytes the server never sees
+    time.sleep(2.1)
+    assert service.expire_uploads() == 1
+    assert not blobs.contains(str(entry.id))
+    assert metadata.get(entry.id) is None
+    assert not AzureUploadStore(blobs).exists(entry.id)
+
+
+def test_direct_transfers_need_azure(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*RUNCACHE, "serve", "--data-dir", str(tmp_path / "d"), "--port", "0", "--transfers", "direct"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "--transfers direct needs" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- replicas ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster, azurite: Azurite) -> Iterator[Replicas]:
+    try:
+        nginx_binary()
+    except NginxMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    db = pg_cluster.create_database("azure")
+    cluster = Replicas(
+        tmp_path_factory.mktemp("azure-replicas"),
+        database_url=pg_cluster.url(db).replace("postgresql+psycopg://", "postgresql://"),
+        blobs=f"azure://{azurite.container}/replicas-{uuid.uuid4().hex[:12]}",
+        env=azurite.env,
+        extra_args=["--transfers", "direct"],
+    ).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        pg_cluster.drop_database(db)
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_two_replicas_behind_nginx_save_and_restore(replicas: Replicas, protocol: str, tmp_path: Path) -> None:
+    front = replicas.front
+    ws, before = _workspace(tmp_path, big=3 * MIB)
+    token = replicas.token()
+    key = f"az-replicas-{protocol}-{uuid.uuid4().hex[:8]}"
+    # v1: 1 MiB chunks, four at a time, so chunks of one upload reach both replicas.
+    env = {"CACHE_UPLOAD_CHUNK_SIZE": "1", "CACHE_UPLOAD_CONCURRENCY": "4"} if protocol == "v1" else {}
+    saved = run_client(front, protocol, "save", workspace=ws, token=token, paths=["deps"], key=key, extra_env=env)
+    assert isinstance(saved, ClientRun)
+    _ok(saved)
+    shutil.rmtree(ws / "deps")
+    got = run_client(front, protocol, "restore", workspace=ws, token=token, paths=["deps"], key=key)
+    assert isinstance(got, ClientRun)
+    _ok(got)
+    assert _tree(ws / "deps") == before
+    lines = replicas.balancer.lines() if replicas.balancer else []
+    assert not [ln for ln in lines if ln.uri.startswith(("/runcache/archives/", "/runcache/uploads/"))], (
+        "archive bytes went through the balancer"
+    )
+    if protocol == "v1":
+        chunks = {replicas.index_of(ln.upstreams[-1]) for ln in lines if ln.method == "PATCH" and ln.upstreams}
+        assert chunks == {0, 1}, chunks
+
+
+def test_v1_save_of_raw_bytes_across_replicas(replicas: Replicas) -> None:
+    front = replicas.front
+    token = replicas.token()
+    data = os.urandom(2 * MIB + 5)
+    key = f"az-replicas-raw-{uuid.uuid4().hex[:8]}"
+    v1_save(front, token, key, data)
+    assert v1_restore(front, token, key) == data == v2_restore(front, token, key)
