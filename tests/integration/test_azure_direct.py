@@ -2,7 +2,8 @@
 
 Azurite (tests/azurite.py) is the storage account. One server with `--blobs azure://… --transfers direct`:
 - the real @actions/cache 6.3.0 v2 saves with the Azure SDK straight into the account (CreateCacheEntry's
-  write SAS) and restores from a read SAS, byte-identical, while runcache's own blob routes carry no archive
+  write SAS; past 128 MiB, so as 64 MiB blocks and a block list) and restores from a read SAS, byte-identical,
+  while runcache's own blob routes carry no archive
   byte (its access log has no `PUT /runcache/uploads` and no `GET /runcache/archives`); v1 chunks are relayed
   into staged blocks and restored from a read SAS; the runcache CLI round-trips on both protocols;
 - a SAS is refused by the storage when tampered with or expired, and a write SAS neither reads its own blob
@@ -95,6 +96,11 @@ def _blob_route_hits(server: Server) -> tuple[int, int]:
     return text.count(UPLOAD_ROUTE), text.count(ARCHIVE_ROUTE)
 
 
+def _prefix(server: Server) -> str:
+    """The server's blob prefix in the container (`--blobs azure://container/prefix`)."""
+    return server.extra_args[server.extra_args.index("--blobs") + 1].split("/", 3)[3]
+
+
 def _ok(run: ClientRun) -> None:
     assert run.returncode == 0 and "Failed to" not in run.output and "::warning::" not in run.output, run.output[-4000:]
 
@@ -119,8 +125,8 @@ def _other_path(url: str, other: str) -> str:
 def test_real_client_v2_saves_and_restores_through_the_storage_only(
     direct: Server, azurite: Azurite, tmp_path: Path
 ) -> None:
-    # Past 8 MiB of archive, so the SDK's upload is more than a token body.
-    ws, before = _workspace(tmp_path, big=9 * MIB)
+    # Past the SDK's 128 MiB single-shot size: it uploads 64 MiB blocks in parallel, then the block list.
+    ws, before = _workspace(tmp_path, big=132 * MIB)
     token = direct.token()
     key = f"az-v2-{uuid.uuid4().hex[:8]}"
     hits = _blob_route_hits(direct)
@@ -136,6 +142,11 @@ def test_real_client_v2_saves_and_restores_through_the_storage_only(
     assert _tree(ws / "deps") == before
     assert _blob_route_hits(direct) == hits, "archive bytes went through the runcache server"
     assert "committed direct upload" in _log(direct)
+    container = azurite.service().get_container_client(azurite.container)
+    big = [n for n, size in azurite.blobs(_prefix(direct) + "/").items() if size > 128 * MIB]
+    assert len(big) == 1, azurite.blobs(_prefix(direct) + "/")
+    committed, _ = container.get_blob_client(big[0]).get_block_list("committed")
+    assert [b.size for b in committed][:2] == [64 * MIB, 64 * MIB], committed
 
 
 def test_real_client_v1_round_trip(direct: Server, azurite: Azurite, tmp_path: Path) -> None:
@@ -193,10 +204,9 @@ def test_cli_round_trip(direct: Server, azurite: Azurite, protocol: str, tmp_pat
     if protocol == "v2":
         assert after[0] == uploads, "a v2 save went through the runcache server"
         container = azurite.service().get_container_client(azurite.container)
-        prefix = direct.extra_args[direct.extra_args.index("--blobs") + 1].split("/", 3)[3]
-        big = [n for n, size in azurite.blobs(prefix + "/").items() if size > 40 * MIB]
-        assert big, azurite.blobs(prefix + "/")
-        committed, _ = container.get_blob_client(big[-1]).get_block_list("committed")
+        big = [n for n, size in azurite.blobs(_prefix(direct) + "/").items() if 40 * MIB < size < 128 * MIB]
+        assert len(big) == 1, azurite.blobs(_prefix(direct) + "/")
+        committed, _ = container.get_blob_client(big[0]).get_block_list("committed")
         assert len(committed) >= 2, committed
 
 
