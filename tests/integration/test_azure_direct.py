@@ -2,10 +2,10 @@
 
 Azurite (tests/azurite.py) is the storage account. One server with `--blobs azure://… --transfers direct`:
 - the real @actions/cache 6.3.0 v2 saves with the Azure SDK straight into the account (CreateCacheEntry's
-  write SAS; past 128 MiB, so as 64 MiB blocks and a block list) and restores from a read SAS, byte-identical,
-  while runcache's own blob routes carry no archive
-  byte (its access log has no `PUT /runcache/uploads` and no `GET /runcache/archives`); v1 chunks are relayed
-  into staged blocks and restored from a read SAS; the runcache CLI round-trips on both protocols;
+  write SAS; past 128 MiB, so as 64 MiB blocks and a block list) and restores from a read SAS,
+  byte-identical, while runcache's own blob routes carry no archive byte (its access log has no
+  `PUT /runcache/uploads` and no `GET /runcache/archives`); v1 chunks are relayed into staged blocks and
+  restored from a read SAS; the runcache CLI round-trips on both protocols;
 - a SAS is refused by the storage when tampered with or expired, and a write SAS neither reads its own blob
   nor reads or writes any other; the server's log never holds a signature it handed out;
 - a finalize whose size differs from the stored blob, or with nothing stored, leaves no visible entry, and an

@@ -300,11 +300,9 @@ class CacheService:
                 raise IncompleteUpload(f"upload {current.id}: no archive was written to its upload URL")
             if report.size != size:
                 raise InvalidRequest(f"upload {current.id}: the stored archive has {report.size} bytes, not {size}")
-            if not self.metadata.claim_commit(current.id, size=size, sha256=None):
-                latest = self.metadata.get(current.id)
-                if latest is None:
-                    raise NotFound(f"no upload in progress with id {entry.id}")
-                return self._earlier_commit(latest, size)
+            lost = self._claim(current, size, None)
+            if lost is not None:
+                return lost
             try:
                 committed = self.metadata.commit(current.id)
             except BaseException:
@@ -321,10 +319,7 @@ class CacheService:
             report.etag,
             report.content_md5 or "-",
         )
-        try:
-            self.enforce_storage_limit(current.repository, keep=(current.id,))
-        except Exception:  # the entry is saved; a failed eviction pass is retried by the next commit
-            log.exception("eviction after committing entry %s failed", current.id)
+        self._evict_after_commit(committed)
         return committed
 
     def commit(self, entry: EntryInfo, size: int) -> EntryInfo:
@@ -350,12 +345,9 @@ class CacheService:
             except BaseException:
                 self.staging.unseal(current.id)
                 raise
-            if not self.metadata.claim_commit(current.id, size=size, sha256=staged.sha256):
-                # Another process or replica claimed it between our read and our claim.
-                latest = self.metadata.get(current.id)
-                if latest is None:
-                    raise NotFound(f"no upload in progress with id {entry.id}")
-                return self._earlier_commit(latest, size)
+            lost = self._claim(current, size, staged.sha256)
+            if lost is not None:
+                return lost
             try:
                 sha256 = self._store_blob(str(current.id), staged)
                 committed = self.metadata.commit(current.id, sha256=sha256)
@@ -367,11 +359,24 @@ class CacheService:
                 raise
             self.staging.discard(current.id)
         log.info("committed entry %s %s key=%s size=%d sha256=%s", current.id, current.scope, current.key, size, sha256)
-        try:
-            self.enforce_storage_limit(current.repository, keep=(current.id,))
-        except Exception:  # the entry is saved; a failed eviction pass is retried by the next commit
-            log.exception("eviction after committing entry %s failed", current.id)
+        self._evict_after_commit(committed)
         return committed
+
+    def _claim(self, current: EntryInfo, size: int, sha256: str | None) -> EntryInfo | None:
+        """Claim an upload for this commit (None), or what another process or replica that claimed it between
+        our read and our claim made of it (the entry, or the error a retry gets)."""
+        if self.metadata.claim_commit(current.id, size=size, sha256=sha256):
+            return None
+        latest = self.metadata.get(current.id)
+        if latest is None:
+            raise NotFound(f"no upload in progress with id {current.id}")
+        return self._earlier_commit(latest, size)
+
+    def _evict_after_commit(self, committed: EntryInfo) -> None:
+        try:
+            self.enforce_storage_limit(committed.repository, keep=(committed.id,))
+        except Exception:  # the entry is saved; a failed eviction pass is retried by the next commit
+            log.exception("eviction after committing entry %s failed", committed.id)
 
     def _store_blob(self, name: str, staged: StagedUpload) -> str:
         """Local staged files are handed over (moved or linked, no copy); anything else is streamed."""
