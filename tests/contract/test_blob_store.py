@@ -301,3 +301,25 @@ def test_abandoned_reads_give_their_connections_back(seaweed: SeaweedFS, tmp_pat
     got = anyio.run(first_chunks)
     assert all(c == data[: len(c)] for c in got)
     assert read(store, "61", 0, len(data)) == data
+
+
+def test_azure_upload_url_writes_one_blob_until_sealed(azurite: Azurite) -> None:
+    """A direct upload (serve --transfers direct): the client writes through a create+write SAS; sealing the
+    blob at finalize shuts that URL out while the store itself still deletes it."""
+    store = AzureBlobStore(azurite.container, f"t-{uuid.uuid4().hex[:12]}", service=azurite.service())
+    url = store.upload_url("5", 60)
+    assert url is not None
+    put = {"x-ms-blob-type": "BlockBlob"}
+    assert httpx.put(url, content=b"first", headers=put).status_code == 201
+    assert httpx.put(url, content=b"second", headers=put).status_code == 201  # not sealed yet: rewritable
+    report = store.seal("5")
+    assert report is not None and report.size == 6 and report.etag
+    assert store.seal("5") == report  # sealing again (a retried finalize, another replica) is the same
+    assert httpx.put(url, content=b"third", headers=put).status_code == 412
+    assert read(store, "5", 0, 6) == b"second"
+    store.unseal("5")
+    assert httpx.put(url, content=b"fourth", headers=put).status_code == 201
+    store.seal("5")
+    store.delete("5")
+    assert not store.contains("5")
+    assert store.seal("6") is None and store.report("6") is None

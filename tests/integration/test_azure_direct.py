@@ -281,16 +281,20 @@ def test_a_finalize_of_another_size_or_of_nothing_leaves_no_entry(direct: Server
     assert created["ok"], created
     fin = v2_finalize(direct, token, key, 10)
     assert not fin["ok"] and "no archive" in fin["message"], fin
-    data = os.urandom(10_000)
-    assert _direct_put(created["signed_upload_url"], data).status_code == 201
-    for size in (len(data) + 1, len(data) - 1):
+    url = created["signed_upload_url"]
+    assert _direct_put(url, os.urandom(10_000)).status_code == 201
+    for size in (10_001, 9_999):
         fin = v2_finalize(direct, token, key, size)  # a twirp invalid_argument, as for a staged upload
         assert not fin.get("ok") and "the stored archive has 10000 bytes" in fin.get("msg", ""), fin
     assert v1_lookup(direct, token, key).status_code == 204
-    # The declared size that matches commits it; a retry gets the same entry.
+    # A refused finalize leaves the blob to its upload URL: the client may write it again.
+    data = os.urandom(12_000)
+    assert _direct_put(url, data).status_code == 201
     first = v2_finalize(direct, token, key, len(data))
     assert first["ok"], first
-    assert v2_finalize(direct, token, key, len(data)) == first
+    assert v2_finalize(direct, token, key, len(data)) == first  # a retry gets the same entry
+    # Finalized: the upload URL, still within its lifetime, can no longer change the entry's bytes.
+    assert _direct_put(url, b"rewritten after the finalize").status_code == 412
     assert v2_restore(direct, token, key) == data == v1_restore(direct, token, key)
 
 

@@ -280,11 +280,11 @@ class CacheService:
         return self.commit(entry, size)
 
     def commit_direct(self, entry: EntryInfo, size: int) -> EntryInfo:
-        """v2 finalize of an upload the client wrote straight into the blob store: the entry becomes visible
-        only once the storage reports a blob of exactly `size` bytes under its name. The server never saw
-        the bytes, so there is no SHA-256 of its own; what the storage reports (ETag, content MD5) is logged
-        with the commit. A blob of another size is refused and stays invisible; the janitor removes it with
-        the expired reservation."""
+        """v2 finalize of an upload the client wrote straight into the blob store: the blob is sealed against
+        its upload URL, and the entry becomes visible only once the storage reports exactly `size` bytes
+        under its name. The server never saw the bytes, so there is no SHA-256 of its own; what the storage
+        reports (ETag, content MD5) is logged with the commit. A blob of another size is refused and stays
+        invisible; the janitor removes it with the expired reservation."""
         if size < 0:
             raise InvalidRequest(f"size must not be negative, got {size}")
         assert isinstance(self.blobs, DirectUploads)
@@ -295,10 +295,13 @@ class CacheService:
             if current.state != UPLOADING:
                 return self._earlier_commit(current, size)
             check_upload_end(size, current.declared_size, self._entry_cap(current.repository))
-            report = self.blobs.report(str(current.id))
+            # Sealed before it is measured: the upload URL stays valid for a while, and must not change the
+            # blob between this check and the entry becoming visible, nor afterwards.
+            report = self.blobs.seal(str(current.id))
             if report is None:
                 raise IncompleteUpload(f"upload {current.id}: no archive was written to its upload URL")
             if report.size != size:
+                self.blobs.unseal(str(current.id))
                 raise InvalidRequest(f"upload {current.id}: the stored archive has {report.size} bytes, not {size}")
             lost = self._claim(current, size, None)
             if lost is not None:

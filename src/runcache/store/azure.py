@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +35,13 @@ from urllib.parse import quote, urlsplit
 import anyio
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ContainerClient, generate_blob_sas
+from azure.storage.blob import (
+    BlobLeaseClient,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    generate_blob_sas,
+)
 
 from runcache.store.blobs import BlobMissing, BlobReport, BlobStats
 
@@ -125,6 +132,11 @@ class AzureBlobStore:
         self.concurrency = max(1, concurrency)
         # The account URL in SAS URLs: where runners reach the account (may differ from the server's route).
         self.public_endpoint = (public_endpoint or service.url).rstrip("/")
+        # Lease ids of sealed blobs derive from the account key: every replica computes the same one, and a
+        # holder of an upload URL cannot (a known lease id would let it write the sealed blob again).
+        signer = _account_key(service)
+        secret = hashlib.sha256(("runcache-lease\0" + (signer[1] if signer else service.url)).encode()).digest()
+        self._lease_namespace = uuid.UUID(bytes=secret[:16])
 
     @classmethod
     def from_url(cls, url: str, env: dict[str, str] | None = None) -> AzureBlobStore:
@@ -226,6 +238,24 @@ class AzureBlobStore:
         md5 = props.content_settings.content_md5
         return BlobReport(int(props.size), str(props.etag).strip('"'), base64.b64encode(md5).decode() if md5 else None)
 
+    def _lease_id(self, name: str) -> str:
+        return str(uuid.uuid5(self._lease_namespace, self.key(name)))
+
+    def seal(self, name: str) -> BlobReport | None:
+        """Take an infinite lease on a blob a client uploaded, then report it: from then on a write needs the
+        lease id, so an upload URL still within its lifetime can no longer change what was checked. None
+        (and no lease) when there is no such blob."""
+        try:
+            self._blob(name).acquire_lease(lease_duration=-1, lease_id=self._lease_id(name))
+        except ResourceNotFoundError:
+            return None
+        return self.report(name)
+
+    def unseal(self, name: str) -> None:
+        """Give a sealed blob back to its upload URL (a finalize refused it: the client may write it again)."""
+        with contextlib.suppress(ResourceNotFoundError, HttpResponseError):
+            BlobLeaseClient(self._blob(name), lease_id=self._lease_id(name)).release()
+
     def _sas_url(self, name: str, ttl: int, permission: BlobSasPermissions) -> str | None:
         if not 1 <= ttl <= MAX_SAS_SECONDS:
             raise ValueError(f"a SAS URL lives 1 to {MAX_SAS_SECONDS} seconds, not {ttl}")
@@ -308,8 +338,17 @@ class AzureBlobStore:
                 yield name, blob
 
     def delete(self, name: str) -> None:
-        with contextlib.suppress(ResourceNotFoundError):
-            self._blob(name).delete_blob(delete_snapshots="include")
+        blob = self._blob(name)
+        try:
+            blob.delete_blob(delete_snapshots="include")
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as exc:
+            if exc.error_code != "LeaseIdMissing":
+                raise
+            # A sealed blob (a direct upload): our lease id deletes it.
+            with contextlib.suppress(ResourceNotFoundError):
+                blob.delete_blob(delete_snapshots="include", lease=self._lease_id(name))
 
     def names(self) -> list[str]:
         return [n for n, _ in self._listing()]

@@ -78,6 +78,13 @@ class DirectUploads(Protocol):
     def report(self, name: str) -> BlobReport | None:
         """The stored blob's size, ETag and content digest as the storage reports them; None when absent."""
 
+    def seal(self, name: str) -> BlobReport | None:
+        """Make the blob unchangeable through any upload URL handed out for it, then report it; None when
+        absent. The store's own delete still removes it."""
+
+    def unseal(self, name: str) -> None:
+        """Undo `seal`: a refused finalize lets the client write the blob again."""
+
 
 class BlobMissing(LookupError):
     """A blob that a committed entry points at is not (or no longer) in the store."""
