@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Scale-out: one replica against two replicas behind nginx, on SQLite+disk and on PostgreSQL+S3.
+"""Scale-out: one replica against two replicas behind nginx, on SQLite+disk, PostgreSQL+S3 and PostgreSQL+Azure.
 
     .venv/bin/python bench/scale.py [--quick] [--rounds 3] [--entry-mib 256] [--save-mib 20] [--saves 32]
-                                    [--clients 1,8,32] [--only sqlite-disk,pg-s3]
+                                    [--clients 1,8,32] [--only sqlite-disk,pg-s3,pg-azure]
 
 Per backend, two replicas (tests/cluster.py: separate data directories, one RUNCACHE_SECRET) share the
 metadata and the blobs, and two nginx balancers run in front of them at once: A lists replica 0 only, B both
@@ -20,6 +20,13 @@ http.client, see TRANSFER below; no Node, no tar, no zstd):
   (ref, direct, ref, direct), the same restore from a third replica started with `--downloads direct`, whose
   GetCacheEntryDownloadURL hands out a presigned URL on the object store: its ratio column is direct ÷
   reference (goal: the S3 path within 1.3× of direct object-store reads, i.e. a ratio ≥ 0.77).
+
+- transfers (PostgreSQL+Azure only, Azurite as the account): the same restores and saves against replica 0
+  (archive bytes proxied through it) paired with a replica started with `--transfers direct` (bytes between
+  client and storage, SAS URLs); ratio = direct ÷ proxied MB/s, and a second table of the CPU seconds each
+  replica process spent per GB its clients moved (goal: direct < 5 % of proxied). The per-request work of a
+  direct replica (lookup, SAS signing, the finalize's seal and check) does not grow with the archive, so its
+  share shrinks as entries grow: judge it at the default 256 MiB, not with --quick.
 
 Rounds interleave A B A B; the table shows, per operation, the median aggregate MB/s over rounds (bytes of
 all clients over the wall time from the common start to the last finish; 1 MB = 10^6 bytes), p50/p99 of the
@@ -43,6 +50,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import itertools
 import os
 import statistics
 import sys
@@ -60,6 +68,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from cluster import Balancer, Replicas
+from helpers import Server
 from wire import TWIRP, VERSION
 
 MiB = 1024 * 1024
@@ -226,6 +235,9 @@ class Backend:
     one: Balancer  # A: replica 0 only
     s3_object: Callable[[int], Callable[[int], int]] | None = None  # entry id -> reader of its object, or None
     direct_url: str = ""  # a replica serving with --downloads direct (object stores only)
+    # Azure: a replica serving with --transfers direct, measured against replica 0 (proxied), with the CPU
+    # each of the two spends per GB its clients move.
+    transfers_direct: Server | None = None
 
     @property
     def configs(self) -> list[tuple[str, str]]:
@@ -293,6 +305,28 @@ def pg_s3(base: Path, args: argparse.Namespace) -> Iterator[Backend]:
             return read
 
         yield Backend("pg-s3", started, one, reader, direct.url)
+
+
+@contextmanager
+def pg_azure(base: Path, args: argparse.Namespace) -> Iterator[Backend]:
+    from azurite import Azurite
+    from pg import Cluster
+
+    with ExitStack() as stack:
+        pg = Cluster().start()
+        stack.callback(pg.stop)
+        azure = Azurite().start()
+        stack.callback(azure.stop)
+        replicas = Replicas(
+            base / "replicas",
+            database_url=pg.url(pg.create_database("scale")).replace("postgresql+psycopg://", "postgresql://"),
+            blobs=f"azure://{azure.container}/bench",
+            env=azure.env,
+        )
+        started, one = stack.enter_context(_started(replicas, base, ""))
+        # Outside both balancers: archive bytes of its clients go to and from Azurite, never through it.
+        direct = started.add(join=False, args=["--transfers", "direct"])
+        yield Backend("pg-azure", started, one, transfers_direct=direct)
 
 
 @contextmanager
@@ -370,6 +404,66 @@ def measure(backend: Backend, args: argparse.Namespace, rows: list[Row]) -> None
             rows += [ref, direct] if direct.samples else [ref]
 
 
+def _cpu_seconds(server: Server) -> float:
+    """User + system CPU seconds the server process has used so far (Linux /proc)."""
+    assert server.proc is not None
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuRow:
+    operation: str
+    clients: int
+    config: str
+    seconds_per_gb: list[float] = field(default_factory=list)
+
+
+def measure_transfers(backend: Backend, args: argparse.Namespace, rows: list[Row], cpu_rows: list[CpuRow]) -> None:
+    """Proxied (replica 0: archive bytes through it) against `--transfers direct` (bytes between client and
+    storage), paired per round; ratio = direct ÷ proxied MB/s; and each replica's CPU seconds per GB moved."""
+    assert backend.transfers_direct is not None
+    proxied, direct = backend.replicas.servers[0], backend.transfers_direct
+    token = backend.replicas.token()
+    big = os.urandom(args.entry_mib * MiB)
+    want = hashlib.sha256(big).hexdigest()
+    save(direct.url, token, "bench-direct", big, 0)  # written straight into the storage account
+    del big
+    for server in (proxied, direct):
+        size, digest = restore(server.url, token, "bench-direct", 0, digest=True)
+        assert digest == want, f"{server.url}: restored {size} bytes that differ from the saved entry"
+    configs = (("proxied", proxied), ("direct", direct))
+
+    def run(op: str, clients: int, work: Callable[[str], Callable[[int], int]]) -> None:
+        pair = [Row(backend.name, op, clients, name) for name, _ in configs]
+        cpu = [CpuRow(op, clients, name) for name, _ in configs]
+        for _ in range(args.rounds):
+            for row, cpu_row, (_, server) in zip(pair, cpu, configs, strict=True):
+                before = _cpu_seconds(server)
+                row.samples.append(concurrently(clients, work(server.url)))
+                cpu_row.seconds_per_gb.append((_cpu_seconds(server) - before) / (row.samples[-1].total_bytes / 1e9))
+            pair[1].ratios.append(pair[1].samples[-1].mbps / pair[0].samples[-1].mbps)
+        rows.extend(pair)
+        cpu_rows.extend(cpu)
+        print(
+            f"{backend.name}: {op} by {clients}: {pair[0].samples[-1].mbps:.0f} / {pair[1].samples[-1].mbps:.0f} MB/s"
+        )
+
+    for clients in args.clients:
+        run(
+            f"restore {args.entry_mib} MiB: transfers",
+            clients,
+            lambda url: lambda i: restore(url, token, "bench-direct", i)[0],
+        )
+    payload = os.urandom(args.save_mib * MiB)
+    keys = itertools.count()  # distinct keys over rounds and configurations (next() is atomic in CPython)
+    run(
+        f"save {args.save_mib} MiB: transfers",
+        args.saves,
+        lambda url: lambda i: save(url, token, f"direct-save-{next(keys)}", payload, i),
+    )
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -394,6 +488,22 @@ def report(rows: list[Row]) -> None:
         )
 
 
+def report_cpu(rows: list[CpuRow]) -> None:
+    if not rows:
+        return
+    head = f"{'operation':<34} {'clients':>7}  {'config':<9} {'replica cpu s/GB':>16} {'of proxied':>10}"
+    print("\nreplica CPU per GB moved, pg-azure (goal: direct < 5 % of proxied)\n" + head)
+    print("-" * len(head))
+    proxied: dict[tuple[str, int], float] = {}
+    for row in rows:
+        value = statistics.median(row.seconds_per_gb)
+        key = (row.operation, row.clients)
+        share = f"{value / proxied[key] * 100:.1f} %" if row.config == "direct" and proxied.get(key) else ""
+        if row.config == "proxied":
+            proxied[key] = value
+        print(f"{row.operation:<34} {row.clients:>7}  {row.config:<9} {value:>16.3f} {share:>10}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 16 MiB entry, 2 MiB saves, one round")
@@ -402,7 +512,7 @@ def main() -> int:
     ap.add_argument("--save-mib", type=int, default=20)
     ap.add_argument("--saves", type=int, default=32, help="concurrent saves")
     ap.add_argument("--clients", default="1,8,32", help="concurrent restoring clients, comma-separated")
-    ap.add_argument("--only", default="sqlite-disk,pg-s3", help="backends, comma-separated")
+    ap.add_argument("--only", default="sqlite-disk,pg-s3,pg-azure", help="backends, comma-separated")
     ap.add_argument("--transfer", choices=["stdlib", "httpx"], default="stdlib", help="client for archive bytes")
     args = ap.parse_args()
     global TRANSFER
@@ -410,7 +520,7 @@ def main() -> int:
     if args.quick:
         args.rounds, args.entry_mib, args.save_mib = 1, 16, 2
     args.clients = [int(c) for c in args.clients.split(",")]
-    backends = {"sqlite-disk": sqlite_disk, "pg-s3": pg_s3}
+    backends = {"sqlite-disk": sqlite_disk, "pg-s3": pg_s3, "pg-azure": pg_azure}
     only = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = set(only) - set(backends)
     if unknown:
@@ -422,11 +532,15 @@ def main() -> int:
         flush=True,
     )
     rows: list[Row] = []
+    cpu_rows: list[CpuRow] = []
     with tempfile.TemporaryDirectory(prefix="runcache-bench-scale-") as tmp:
         for name in only:
             with backends[name](Path(tmp) / name, args) as backend:
                 measure(backend, args, rows)
+                if backend.transfers_direct is not None:
+                    measure_transfers(backend, args, rows, cpu_rows)
     report(rows)
+    report_cpu(cpu_rows)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0
 
