@@ -19,6 +19,11 @@ home, a new checkout, the job's own new virtualenv), and what is timed is the de
   and synced (run with --no-save, so every repeat meets the same entries; a real run saves after that).
 A warm-up round (not measured) saves the entries the hits restore. Post-step saves are never timed.
 
+Nothing is deleted while a set is measured: on an ext4 without a journal (as on these VMs) creating files soon
+after a large delete is several times slower, and every variant creates thousands. Each run gets a home of its
+own, the checkout's last .venv goes to a trash, job folders are kept (--keep-temp); all of it is removed between
+sets. The heavy set needs about 15 GB of free space for 3 repeats.
+
 Pairing: each repeat runs every variant once, back to back, in an order that rotates between repeats; a
 comparison is the median of the per-repeat ratios, never a ratio of two medians (a load spike slows both
 sides of one pair). The seconds shown are plain medians; the load average is printed with them.
@@ -47,6 +52,7 @@ from runcache.runner.demo import CACHE_STEP, DEPENDENCY_STEP, PRESET_WORKFLOW, T
 from runcache.runner.wheelhouse import LocalIndex  # noqa: E402
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
+LOW_SPACE = 3 << 30
 NOCACHE_PIP = """\
 on: push
 jobs:
@@ -159,8 +165,12 @@ class Bench:
     repo: str
     index_url: str = ""
     bin_dir: Path = field(init=False)
+    runs: int = 0
 
     def __post_init__(self) -> None:
+        self.trash, self.tmp = self.root / "trash", self.root / "tmp"
+        self.trash.mkdir(exist_ok=True)
+        self.tmp.mkdir(exist_ok=True)
         self.bin_dir = self.root / "bin"
         self.bin_dir.mkdir(exist_ok=True)
         shim = self.bin_dir / "runcache"
@@ -172,6 +182,12 @@ class Bench:
         link = self.bin_dir / "uv"
         if not link.exists():
             link.symlink_to(os.path.realpath(uv))
+
+    def empty_trash(self) -> None:
+        """Between sets (never between measurements): the kept homes, job folders and environments."""
+        for folder in (self.trash, self.tmp, self.root / "homes"):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
 
     def env(self, home: Path) -> dict[str, str]:
         keep = {
@@ -200,20 +216,23 @@ class Bench:
         ws = self.root / f"ws-{rs.name}"
         (ws / ".github" / "workflows").mkdir(parents=True, exist_ok=True)
         (ws / "requirements.txt").write_text(rs.requirements + (rs.added + "\n" if variant.changed else ""))
-        shutil.rmtree(ws / ".venv", ignore_errors=True)
-        home = self.root / "home"
-        home.mkdir(exist_ok=True)
-        for folder, keep in ((home, ".cache"), (home / ".cache", "runcache")):
-            for item in folder.iterdir() if folder.is_dir() else []:
-                if item.name != keep:
-                    shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        # Nothing is deleted while measuring (see the module doc): the last checkout's environment goes to the
+        # trash, every run gets a home of its own (with its own tool cache), and job folders are kept.
+        self.runs += 1
+        if shutil.disk_usage(self.root).free < LOW_SPACE:
+            log(f"less than {LOW_SPACE >> 30} GiB free: emptying the trash now (the next measurements may be slower)")
+            self.empty_trash()
+        if (ws / ".venv").exists():
+            (ws / ".venv").rename(self.trash / f"venv-{self.runs}")
+        home = self.root / "homes" / str(self.runs)
+        home.mkdir(parents=True)
         wf = ws / ".github" / "workflows" / "bench.yml"
         wf.write_text(variant.workflow)
         proc = subprocess.run(
             [sys.executable, "-m", "runcache.cli", "run", str(wf), "--json", "--repo", self.repo,
              "--ref", "refs/heads/main", "--url", self.url, "--token", self.token,
-             "--data-dir", str(self.root / "runs"), "--var", f"installer={variant.installer}"],
-            cwd=ws, env=self.env(home), capture_output=True, text=True, timeout=1800,
+             "--data-dir", str(self.root / "runs"), "--var", f"installer={variant.installer}", "--keep-temp"],
+            cwd=ws, env={**self.env(home), "TMPDIR": str(self.tmp)}, capture_output=True, text=True, timeout=1800,
         )  # fmt: skip
         try:
             job = json.loads(proc.stdout)["jobs"][0]
@@ -254,12 +273,13 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="runcache-bench-python-", dir=args.tmp))
     server = EmbeddedServer(Settings.from_env(data_dir=root / "data")).start()
     results: dict[str, dict[str, list[float]]] = {}
+    runs = 0
     try:
         for rs in chosen:
             repo = f"bench/python-{rs.name}-{os.getpid()}"
             token = server.token(repo, "refs/heads/main", default_branch="main")
             with LocalIndex(rs.wheels) as index:
-                bench = Bench(root, server.url, token, repo, f"{index.url}/simple/")
+                bench = Bench(root, server.url, token, repo, f"{index.url}/simple/", runs=runs)
                 log(f"{rs.name}: warm-up (the entries the hits restore)")
                 for v in WARMUP:
                     bench.run(rs, v)
@@ -271,6 +291,8 @@ def main() -> int:
                         times[v.name].append(seconds)
                         log(f"{rs.name} #{rep + 1} {v.name}: {seconds:.2f} s  (load {os.getloadavg()[0]:.1f})")
                 results[rs.name] = times
+                runs = bench.runs
+                bench.empty_trash()
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -42,19 +42,28 @@ INPUTS = (
 
 
 def linux_os_info() -> tuple[str, str]:
-    """(osName, osVersion) as setup-python's getLinuxInfo reads them (``lsb_release -i -r -s``)."""
+    """(osName, osVersion) as setup-python's getLinuxInfo reads them (``lsb_release -i -r -s``, else os-release)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         proc = subprocess.run(["lsb_release", "-i", "-r", "-s"], capture_output=True, text=True, timeout=5)
         lines = proc.stdout.split()
         if proc.returncode == 0 and len(lines) >= 2:
             return lines[0], lines[1]
-    info: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if "=" in line:
-                k, v = line.split("=", 1)
-                info[k] = v.strip().strip('"')
+    info = read_os_release(Path("/etc/os-release")) or {}
     return info.get("ID") or "Linux", info.get("VERSION_ID", "")
+
+
+def read_os_release(path: Path) -> dict[str, str] | None:
+    """os-release's ``KEY=value`` lines, quotes removed; None when the file cannot be read."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            info[key.strip()] = value.strip().strip("\"'")
+    return info
 
 
 def _versions_from_file(ctx: ActionContext, name: str) -> list[str]:

@@ -28,7 +28,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from runcache.runner.actions.base import ActionContext, ActionFailed, BuiltinAction, InputSpec
-from runcache.runner.actions.setup_python import restore_tool_cache, save_tool_cache
+from runcache.runner.actions.setup_python import read_os_release, restore_tool_cache, save_tool_cache
+from runcache.runner.contexts import node_arch
 
 CACHE_VERSION = "2"
 DEFAULT_DEPENDENCY_GLOB = (
@@ -94,14 +95,10 @@ def os_name_version(os_release_files: tuple[str, ...] = ("/etc/os-release", "/us
         return f"macos-{int(platform.release().split('.')[0]) - 9}"
     id_only = ""
     for name in os_release_files:
-        try:
-            text = Path(name).read_text()
-        except OSError:
-            continue
-        values = dict(re.findall(r"""^([A-Z_]+)=["']?([^"'\n]*)["']?$""", text, re.M))
-        os_id = values.get("ID", "")
+        values = read_os_release(Path(name))
+        os_id = (values or {}).get("ID", "")
         for field in ("VERSION_ID", "VERSION_CODENAME", "BUILD_ID"):
-            if os_id and values.get(field):
+            if os_id and values and values.get(field):
                 return f"{os_id}-{values[field]}"
         id_only = id_only or os_id
     if id_only:
@@ -270,7 +267,7 @@ class SetupUvAction(BuiltinAction):
     def _uv_folder(ctx: ActionContext, uv: str, version: str) -> Path:
         """A folder with only uv and uvx in it: the binary's own folder may hold a python that would shadow
         the job's."""
-        folder = (ctx.tool_cache or ctx.temp / "_tool") / "uv" / version / uv_arch(_node_arch())
+        folder = (ctx.tool_cache or ctx.temp / "_tool") / "uv" / version / uv_arch(node_arch())
         folder.mkdir(parents=True, exist_ok=True)
         real = Path(os.path.realpath(uv))
         for name in ("uv", "uvx"):
@@ -373,8 +370,6 @@ class SetupUvAction(BuiltinAction):
                     f"No file matched to [{','.join(globs)}]. The cache will never get invalidated. Make sure you "
                     "have checked out the target repository and configured the cache-dependency-glob input correctly."
                 )
-        from runcache.runner.contexts import node_arch
-
         key = cache_key(
             arch=uv_arch(node_arch()),
             platform=uv_platform(),
@@ -494,12 +489,6 @@ def _resolve(workdir: Path, value: str, home: Path) -> Path:
     if value.startswith("~"):
         value = str(home) + value[1:]
     return workdir / value if not os.path.isabs(value) else Path(value)
-
-
-def _node_arch() -> str:
-    from runcache.runner.contexts import node_arch
-
-    return node_arch()
 
 
 def _pip_spec(requested: str) -> str:
