@@ -323,3 +323,20 @@ def test_azure_upload_url_writes_one_blob_until_sealed(azurite: Azurite) -> None
     store.delete("5")
     assert not store.contains("5")
     assert store.seal("6") is None and store.report("6") is None
+
+
+def test_azure_read_sas_answers_what_the_real_client_asks_on_azure_hosts(azurite: Azurite, tmp_path: Path) -> None:
+    """On *.blob.core.windows.net @actions/cache downloads concurrently: a HEAD for the size, then ranged GETs
+    (downloadCacheHttpClientConcurrent); the read SAS allows both, and nothing that writes."""
+    store = AzureBlobStore(azurite.container, f"t-{uuid.uuid4().hex[:12]}", service=azurite.service())
+    data = os.urandom(100_000)
+    store.put_file("9", staged(tmp_path, data), size=len(data), sha256=sha(data))
+    url = store.download_url("9", 60)
+    assert url is not None
+    head = httpx.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+    assert head.headers["x-ms-meta-sha256"] == sha(data)  # what the runcache CLI checks a download against
+    part = httpx.get(url, headers={"Range": "bytes=99000-99999"})
+    assert part.status_code == 206 and part.content == data[99_000:]
+    assert httpx.put(url, content=b"x", headers={"x-ms-blob-type": "BlockBlob"}).status_code == 403
+    assert httpx.delete(url).status_code == 403
