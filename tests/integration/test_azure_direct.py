@@ -298,7 +298,7 @@ def test_a_finalize_of_another_size_or_of_nothing_leaves_no_entry(direct: Server
     assert v2_restore(direct, token, key) == data == v1_restore(direct, token, key)
 
 
-def test_an_upload_never_finalized_is_deleted_by_the_janitor(azurite: Azurite, tmp_path: Path) -> None:
+def test_an_upload_never_finalized_or_given_up_loses_its_blob(azurite: Azurite, tmp_path: Path) -> None:
     """The janitor's pass over expired reservations removes a direct upload's blob with the row: the bytes
     the client wrote never became an entry, and the server never saw them arrive."""
     from runcache.core.scopes import Identity, build_scopes
@@ -323,6 +323,12 @@ def test_an_upload_never_finalized_is_deleted_by_the_janitor(azurite: Azurite, t
     assert not blobs.contains(str(entry.id))
     assert metadata.get(entry.id) is None
     assert not AzureUploadStore(blobs).exists(entry.id)
+    # Given up (the management API, a v1 DELETE): the blob goes with the row, not only with the reservation.
+    other = service.reserve(identity, "given-up", "v" * 64)
+    url = service.direct_upload_url(other)
+    assert url is not None and _direct_put(url, b"given-up bytes").status_code == 201
+    service.abandon_upload(other)
+    assert not blobs.contains(str(other.id)) and metadata.get(other.id) is None
 
 
 def test_direct_transfers_need_azure(tmp_path: Path) -> None:

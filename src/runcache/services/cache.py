@@ -564,6 +564,10 @@ class CacheService:
                 if latest is None or latest.state == COMMITTED:
                     raise NotFound(f"no upload in progress with id {entry.id}")
                 raise UploadBusy(f"upload {entry.id} is being committed and can no longer be abandoned")
+            if self.direct_upload_ttl is not None:
+                # What the client wrote through its upload URL: only once the row is gone, so no finalize
+                # can still claim it and find its blob missing.
+                self.blobs.delete(str(current.id))
         log.info("abandoned upload %s %s key=%s", current.id, current.scope, current.key)
 
     def expire_idle_uploads(self) -> int:
