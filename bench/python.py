@@ -22,7 +22,8 @@ A warm-up round (not measured) saves the entries the hits restore. Post-step sav
 Nothing is deleted while a set is measured: on an ext4 without a journal (as on these VMs) creating files soon
 after a large delete is several times slower, and every variant creates thousands. Each run gets a home of its
 own, the checkout's last .venv goes to a trash, job folders are kept (--keep-temp); all of it is removed between
-sets. The heavy set needs about 15 GB of free space for 3 repeats.
+sets. The heavy set needs about 15 GB of free space for 3 repeats; short of that, `--tmp /dev/shm
+--empty-each-round` measures on a RAM disk (about 5 GB of memory; faster for every variant alike).
 
 Pairing: each repeat runs every variant once, back to back, in an order that rotates between repeats; a
 comparison is the median of the per-repeat ratios, never a ratio of two medians (a load spike slows both
@@ -259,7 +260,11 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="paired repeats (default 3)")
     ap.add_argument("--sets", default="light,heavy", help="light, heavy or both (default)")
     ap.add_argument("--json", type=Path, help="also write the seconds and ratios here")
-    ap.add_argument("--tmp", type=Path, help="work here instead of a new temporary folder")
+    ap.add_argument("--tmp", type=Path, help="make the work folder here (e.g. /dev/shm when the disk is short)")
+    ap.add_argument(
+        "--empty-each-round", action="store_true",
+        help="empty the trash after every repeat (needed on a RAM disk; on ext4 it slows the next repeat's first run)",
+    )  # fmt: skip
     args = ap.parse_args()
     chosen = [SETS[s.strip()] for s in args.sets.split(",") if s.strip()]
     if "heavy" in args.sets:
@@ -290,6 +295,8 @@ def main() -> int:
                         seconds = bench.run(rs, v)
                         times[v.name].append(seconds)
                         log(f"{rs.name} #{rep + 1} {v.name}: {seconds:.2f} s  (load {os.getloadavg()[0]:.1f})")
+                    if args.empty_each_round:
+                        bench.empty_trash()
                 results[rs.name] = times
                 runs = bench.runs
                 bench.empty_trash()
