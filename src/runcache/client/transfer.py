@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import itertools
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if "httpx" not in sys.modules:
@@ -28,6 +25,9 @@ if "httpx" not in sys.modules:
             del sys.modules["httpx._main"]
 else:
     import httpx
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 from runcache.client.archive import rechunk
 from runcache.client.interrupt import Interrupted
@@ -336,6 +336,9 @@ class CacheClient:
             if progress:
                 progress(len(first))
             return len(first)
+        import base64
+        import uuid
+
         prefix = uuid.uuid4().hex
 
         def block_id(index: int) -> str:
@@ -420,6 +423,9 @@ def _parallel_upload(
     On any failure (or Ctrl-C) the chunks still being sent stop at their next slice, so leaving the pool
     (which waits for its threads) is prompt."""
     offset = 0
+    # Imported here: only saves upload in parallel, and a restore's start-up should not pay for the pool.
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     pending: set[Future[None]] = set()
     cancel = threading.Event()
     with ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="upload") as pool:
