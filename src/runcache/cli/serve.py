@@ -81,8 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--downloads",
         choices=list(DOWNLOAD_MODES),
         help="how restores fetch archives: proxy = streamed by this server from its blob store; direct = a "
-        "presigned URL straight to the object store (s3:// blobs only; runners must reach its endpoint, "
-        "see RUNCACHE_S3_PUBLIC_ENDPOINT) (env RUNCACHE_DOWNLOADS, default proxy)",
+        "presigned (S3) or read-only SAS (Azure) URL straight to the object store (s3:// or azure:// blobs; "
+        "runners must reach it, see RUNCACHE_S3_PUBLIC_ENDPOINT / RUNCACHE_AZURE_PUBLIC_ENDPOINT) "
+        "(env RUNCACHE_DOWNLOADS, default proxy)",
     )
     p.add_argument(
         "--transfers",
