@@ -1,8 +1,9 @@
 """The upload-store interface: archives in flight, before a commit makes them an entry.
 
-Two backends: `Staging` (store/staging.py, a folder of this node's disk: a job's calls must reach the
-replica that reserved its upload) and `S3UploadStore` (store/s3uploads.py, objects in the blob bucket:
-shared by every replica, so any chunk, block or commit may reach any of them). The service sees only
+Backends: `Staging` (store/staging.py, a folder of this node's disk: a job's calls must reach the
+replica that reserved its upload), and objects beside the blobs, shared by every replica so any chunk,
+block or commit may reach any of them: one layout (store/objectuploads.py) on S3 (store/s3uploads.py)
+and on Azure (store/azureuploads.py). The service sees only
 this interface; protocol modules see only the service.
 
 What every backend keeps: ranges at offsets in any order (v1 PATCH), Azure blocks and a block list,
