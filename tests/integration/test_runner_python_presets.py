@@ -140,43 +140,32 @@ echo "$PWD: $*" >> "$POETRY_LOG"
 SETUP_PYTHON_WF = f"""
 on: push
 jobs:
-  pip:
+  py:
     runs-on: ubuntu-latest
     steps:
-      - name: setup
-        id: py
+      - name: pip
+        id: pip
         uses: actions/setup-python@v5
         with: {{python-version: '{HERE}', cache: pip}}
-      - name: use
-        run: |
-          cat ~/.cache/pip/marker || echo "no marker"
-          mkdir -p ~/.cache/pip && echo pip-cache > ~/.cache/pip/marker
-          echo "hit=${{{{ steps.py.outputs.cache-hit }}}}"
-  pipenv:
-    runs-on: ubuntu-latest
-    steps:
-      - name: setup
-        id: py
+      # the same version again in one job: the first step's environment, other caches
+      - name: pipenv
+        id: pipenv
         uses: actions/setup-python@v5
         with: {{python-version: '{HERE}', cache: pipenv}}
-      - name: use
-        run: |
-          cat ~/.local/share/virtualenvs/app-1a2b/marker || echo "no marker"
-          mkdir -p ~/.local/share/virtualenvs/app-1a2b && echo pipenv-env > ~/.local/share/virtualenvs/app-1a2b/marker
-          echo "hit=${{{{ steps.py.outputs.cache-hit }}}}"
-  poetry:
-    runs-on: ubuntu-latest
-    steps:
-      - name: setup
-        id: py
+      - name: poetry
+        id: poetry
         uses: actions/setup-python@v5
         with: {{python-version: '{HERE}', cache: poetry}}
       - name: use
         run: |
+          cat ~/.cache/pip/marker ~/.local/share/virtualenvs/app-1a2b/marker || echo "no marker"
           cat app/.venv/marker ~/.cache/pypoetry/virtualenvs/marker || echo "no marker"
-          mkdir -p app/.venv ~/.cache/pypoetry/virtualenvs
+          mkdir -p ~/.cache/pip ~/.local/share/virtualenvs/app-1a2b app/.venv ~/.cache/pypoetry/virtualenvs
+          echo pip-cache > ~/.cache/pip/marker
+          echo pipenv-env > ~/.local/share/virtualenvs/app-1a2b/marker
           echo in-project > app/.venv/marker && echo shared > ~/.cache/pypoetry/virtualenvs/marker
-          echo "hit=${{{{ steps.py.outputs.cache-hit }}}}"
+          echo "hits=${{{{ steps.pip.outputs.cache-hit }}}},${{{{ steps.pipenv.outputs.cache-hit }}}},\\
+          ${{{{ steps.poetry.outputs.cache-hit }}}}" | tr -d ' \\n'; echo
 """
 
 
@@ -207,33 +196,36 @@ def test_setup_python_cache_pip_pipenv_poetry(tmp_path: Path, index: LocalIndex)
             [str(p.home / ".cache/pypoetry/virtualenvs"), str(p.ws / "app" / ".venv")],
         ),
     }
+    j1, j2 = job(r1, "py"), job(r2, "py")
+    assert j1["result"] == "success", "\n".join(log(s) for s in j1["steps"] if s.get("log"))
+    assert j2["result"] == "success", "\n".join(log(s) for s in j2["steps"] if s.get("log"))
+    assert "hits=false,false,false" in log(step(j1, "use"))
+    assert "hits=true,true,true" in log(step(j2, "use"))
     for name, (tail, paths) in expected.items():
-        j1, j2 = job(r1, name), job(r2, name)
-        assert j1["result"] == "success", log(step(j1, "setup")) + log(step(j1, "use"))
-        ops = cache_ops(j1)
-        key = ops["restore"]["key"]
+        restores = [c for c in j1["caches"] if c["step"] == name and c["operation"] == "restore"]
+        saves = [c for c in j1["caches"] if c["step"] == f"Post {name}" and c["operation"] == "save"]
+        assert len(restores) == 1 and len(saves) == 1, j1["caches"]
+        key = restores[0]["key"]
         assert re.fullmatch(base + version + "-" + re.escape(tail), key), key
         # pip alone takes an older entry by prefix; pipenv's and poetry's folders are only valid for their lock
-        assert ops["restore"]["restore_keys"] == ([key.rsplit("-", 1)[0]] if name == "pip" else [])
-        assert ops["restore"]["paths"] == paths
-        assert ops["restore"]["result"] == "miss"
-        assert "hit=false" in log(step(j1, "use"))
-        assert f"{name} cache is not found" in log(step(j1, "setup"))
-        assert ops["save"]["result"] == "saved" and ops["save"]["key"] == key
-        assert f"Cache saved with the key: {key}" in log(step(j1, "Post setup", "post"))
+        assert restores[0]["restore_keys"] == ([key.rsplit("-", 1)[0]] if name == "pip" else [])
+        assert restores[0]["paths"] == paths
+        assert restores[0]["result"] == "miss"
+        assert f"{name} cache is not found" in log(step(j1, name))
+        assert saves[0]["result"] == "saved" and saves[0]["key"] == key
+        assert f"Cache saved with the key: {key}" in log(step(j1, f"Post {name}", "post"))
 
-        assert j2["result"] == "success", log(step(j2, "setup"))
-        ops2 = cache_ops(j2)
-        assert ops2["restore"]["result"] == "hit" and ops2["restore"]["key"] == key
-        assert "hit=true" in log(step(j2, "use"))
-        assert f"Cache restored from key: {key}" in log(step(j2, "setup"))
-        assert ops2["save"]["result"] == "skipped"
-        assert "not saving cache" in log(step(j2, "Post setup", "post"))
+        hit = next(c for c in j2["caches"] if c["step"] == name and c["operation"] == "restore")
+        assert hit["result"] == "hit" and hit["key"] == key
+        assert f"Cache restored from key: {key}" in log(step(j2, name))
+        skipped = next(c for c in j2["caches"] if c["step"] == f"Post {name}")
+        assert skipped["result"] == "skipped"
+        assert "not saving cache" in log(step(j2, f"Post {name}", "post"))
 
-    assert "pip-cache" in log(step(job(r2, "pip"), "use"))
-    assert "pipenv-env" in log(step(job(r2, "pipenv"), "use"))
-    poetry_out = log(step(job(r2, "poetry"), "use"))
-    assert "in-project" in poetry_out and "shared" in poetry_out
+    used = log(step(j2, "use"))
+    assert all(m in used for m in ("pip-cache", "pipenv-env", "in-project", "shared")), used
+    # one environment for the three steps: the later ones did not rebuild it
+    assert "Successfully set up" in log(step(j1, "pipenv")) and "Successfully set up" in log(step(j1, "poetry"))
     # after a restore the projects' environments are pointed at the job's interpreter, in each project
     calls = poetry_log.read_text().splitlines()
     assert len(calls) == 2 and all(c.startswith(f"{p.ws / 'app'}: env use /") for c in calls), calls

@@ -41,6 +41,10 @@ INPUTS = (
 )
 
 
+# Tool-cache environments made by the running job (released with its lock at the end of the job).
+_MADE_THIS_JOB: dict[str, str] = {}
+
+
 def linux_os_info() -> tuple[str, str]:
     """(osName, osVersion) as setup-python's getLinuxInfo reads them (``lsb_release -i -r -s``, else os-release)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -182,10 +186,20 @@ class SetupPythonAction(BuiltinAction):
         tool = "PyPy" if interp.impl == "PyPy" else "Python"
         root = (ctx.tool_cache or ctx.temp / "_tool") / tool / interp.version_string / arch
         root.parent.mkdir(parents=True, exist_ok=True)
-        self._lock(ctx, root)
-        if root.exists():
-            shutil.rmtree(root)
-        python = self._make_venv(ctx, interp, root)
+        # A second setup-python of the same version in one job (another cache, say) uses the environment the
+        # first one made, as the real action reuses its tool-cache install; taking the lock again would wait
+        # for ourselves.
+        if str(root) not in _MADE_THIS_JOB:
+            self._lock(ctx, root)
+            _MADE_THIS_JOB[str(root)] = ""
+        made = _MADE_THIS_JOB[str(root)]
+        if made and Path(made).exists():
+            python = made
+        else:
+            if root.exists():
+                shutil.rmtree(root)
+            python = self._make_venv(ctx, interp, root)
+            _MADE_THIS_JOB[str(root)] = python
         if update_env:
             ctx.export_variable("pythonLocation", str(root))
             ctx.export_variable("PKG_CONFIG_PATH", str(root / "lib" / "pkgconfig"))
@@ -205,6 +219,7 @@ class SetupPythonAction(BuiltinAction):
             fcntl.flock(fd, fcntl.LOCK_EX)
 
         def release() -> None:
+            _MADE_THIS_JOB.pop(str(root), None)
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
