@@ -24,9 +24,8 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from azure.storage.blob import (
 )
 
 from runcache.store.blobs import BlobMissing, BlobReport, BlobStats
+from runcache.store.parts import put_files, send_parts
 
 MIB = 1024 * 1024
 # Azure's ceiling on the blocks of one blob, and on one block's size.
@@ -68,22 +68,6 @@ logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(l
 def block_id(n: int) -> str:
     # All block ids of one blob must have the same length; the SDK base64-encodes them on the wire.
     return f"{n:08d}"
-
-
-def _pieces(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """The chunks laid end to end, cut into pieces of exactly `size` bytes (the last may be shorter)."""
-    buf = bytearray()
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            take = view[: size - len(buf)]
-            buf += take
-            view = view[len(take) :]
-            if len(buf) == size:
-                yield bytes(buf)
-                buf.clear()
-    if buf:
-        yield bytes(buf)
 
 
 def make_service(env: dict[str, str] | None = None) -> BlobServiceClient:
@@ -173,13 +157,7 @@ class AzureBlobStore:
         self.put_parts(name, [path], size=size, sha256=sha256)
 
     def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
-        total = sum(p.stat().st_size for p in paths)
-        if total != size:
-            raise ValueError(f"blob {name}: files add up to {total}, expected {size}")
-        self.put_stream(name, _file_chunks(paths), size=size, sha256=sha256)
-        for p in paths:  # ours now: the blob holds the bytes
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        put_files(self.put_stream, name, paths, size=size, sha256=sha256)
 
     def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
         blob = self._blob(name)
@@ -188,30 +166,19 @@ class AzureBlobStore:
             raise FileExistsError(f"blob {blob.blob_name} already exists in container {self.container_name}")
         # Within Azure's 50,000 blocks for any size.
         block = max(self.block_size, -(-size // MAX_BLOCKS))
-        whole = hashlib.sha256()
-        ids: list[str] = []
-        sent = 0
-        # Blocks go up `concurrency` at a time; reading waits for the oldest, so memory holds at most
-        # concurrency + 1 blocks. Staged blocks are invisible until the list is committed.
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            pending: deque[Future[Any]] = deque()
-            try:
-                for n, piece in enumerate(_pieces(chunks, block)):
-                    whole.update(piece)
-                    sent += len(piece)
-                    ids.append(block_id(n))
-                    pending.append(pool.submit(blob.stage_block, ids[-1], piece, validate_content=True))
-                    if len(pending) >= self.concurrency:
-                        pending.popleft().result()
-                while pending:
-                    pending.popleft().result()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-        actual = whole.hexdigest()
-        if sent != size or (sha256 is not None and actual != sha256):
+
+        def stage(n: int, part: bytes) -> str:
+            # Staged blocks are invisible until the list is committed.
+            blob.stage_block(block_id(n), part, validate_content=True)
+            return block_id(n)
+
+        sent = send_parts(chunks, block, stage, self.concurrency)
+        ids, actual = sent.results, sent.sha256
+        if sent.size != size or (sha256 is not None and actual != sha256):
             # Nothing was committed: the staged blocks are dropped by the service (uncommitted blocks expire).
-            raise ValueError(f"{blob.blob_name}: staged bytes ({sent}) do not match size {size} and SHA-256 {sha256}")
+            raise ValueError(
+                f"{blob.blob_name}: staged bytes ({sent.size}) do not match size {size} and SHA-256 {sha256}"
+            )
         try:
             blob.commit_block_list(ids, metadata={"sha256": actual}, match_condition=MatchConditions.IfMissing)
         except (ResourceExistsError, ResourceModifiedError) as exc:
@@ -364,10 +331,3 @@ class AzureBlobStore:
             count += 1
             total += int(blob.size)
         return BlobStats(count, total)
-
-
-def _file_chunks(paths: list[Path]) -> Iterator[bytes]:
-    for path in paths:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(4 * MIB):
-                yield chunk

@@ -28,9 +28,8 @@ import contextlib
 import hashlib
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +40,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from runcache.store.blobs import BlobMissing, BlobStats
+from runcache.store.parts import fixed_parts, put_files, send_parts
 
 MIB = 1024 * 1024
 # S3's floor for every part but the last, and its ceiling on the number of parts.
@@ -78,30 +78,6 @@ def _not_implemented(exc: ClientError) -> bool:
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
-
-
-def _file_chunks(paths: list[Path]) -> Iterator[bytes]:
-    for path in paths:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_READ * 4):
-                yield chunk
-
-
-def _parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
-    """The chunks laid end to end, cut into parts of exactly `part_size` bytes (the last may be shorter):
-    small pieces merge into one part and large ones split, whatever sizes the source delivered."""
-    buf = bytearray()
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            take = view[: part_size - len(buf)]
-            buf += take
-            view = view[len(take) :]
-            if len(buf) == part_size:
-                yield bytes(buf)
-                buf.clear()
-    if buf:
-        yield bytes(buf)
 
 
 def make_client(env: dict[str, str] | None = None, *, checksums: bool = True) -> Any:
@@ -198,12 +174,7 @@ class S3BlobStore:
         self.put_parts(name, [path], size=size, sha256=sha256)
 
     def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
-        if sum(p.stat().st_size for p in paths) != size:
-            raise ValueError(f"blob {name}: files add up to {sum(p.stat().st_size for p in paths)}, expected {size}")
-        self.put_stream(name, _file_chunks(paths), size=size, sha256=sha256)
-        for p in paths:  # ours now: the object holds the bytes
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        put_files(self.put_stream, name, paths, size=size, sha256=sha256)
 
     def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
         key = self.key(name)
@@ -217,7 +188,7 @@ class S3BlobStore:
         return self._put_multipart(key, chunks, size, sha256, part_size)
 
     def _put_single(self, key: str, chunks: Iterable[bytes], size: int, sha256: str | None) -> str:
-        body = b"".join(_parts(chunks, max(size, 1) + 1))  # at most one part's worth (+1: see a longer source)
+        body = b"".join(fixed_parts(chunks, max(size, 1) + 1))  # at most one part's worth (+1: see a longer source)
         actual = hashlib.sha256(body).hexdigest()
         if len(body) != size or (sha256 is not None and actual != sha256):
             raise ValueError(f"{key}: staged bytes ({len(body)}) do not match size {size} and SHA-256 {sha256}")
@@ -234,30 +205,15 @@ class S3BlobStore:
             create["ChecksumAlgorithm"] = "SHA256"
         upload_id = self.client.create_multipart_upload(**create)["UploadId"]
         try:
-            whole = hashlib.sha256()
-            done: list[dict[str, Any]] = []
-            sent = 0
-            # Parts go up `concurrency` at a time (one connection each is what S3 throughput scales with);
-            # reading waits for the oldest, so memory holds at most concurrency + 1 parts.
-            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                pending: deque[Future[dict[str, Any]]] = deque()
-                try:
-                    for number, chunk in enumerate(_parts(chunks, part_size), start=1):
-                        whole.update(chunk)
-                        sent += len(chunk)
-                        pending.append(pool.submit(self._upload_part, key, upload_id, number, chunk))
-                        if len(pending) >= self.concurrency:
-                            done.append(pending.popleft().result())
-                    while pending:
-                        done.append(pending.popleft().result())
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)  # no part may land after the abort
-                    raise
-            if sent != size or (sha256 is not None and whole.hexdigest() != sha256):
-                raise ValueError(f"{key}: staged bytes ({sent}) do not match size {size} and SHA-256 {sha256}")
-            complete = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "MultipartUpload": {"Parts": done}}
+            sent = send_parts(
+                chunks, part_size, lambda n, part: self._upload_part(key, upload_id, n + 1, part), self.concurrency
+            )
+            if sent.size != size or (sha256 is not None and sent.sha256 != sha256):
+                raise ValueError(f"{key}: staged bytes ({sent.size}) do not match size {size} and SHA-256 {sha256}")
+            parts = {"Parts": sent.results}
+            complete = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "MultipartUpload": parts}
             self._conditional_write(key, self.client.complete_multipart_upload, complete)
-            return whole.hexdigest()
+            return sent.sha256
         except BaseException:
             # Uncompleted parts cost storage until aborted (see docs/deployment.md for the lifecycle rule
             # that catches what a crash leaves).

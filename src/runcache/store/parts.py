@@ -1,0 +1,84 @@
+"""What the object-store blob backends (S3, Azure) share: a blob goes up as fixed-size parts sent a few at
+a time, from staged files or any byte stream, hashed on the way."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+_FILE_READ = 4 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+def file_chunks(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_FILE_READ):
+                yield chunk
+
+
+def fixed_parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
+    """The chunks laid end to end, cut into parts of exactly `part_size` bytes (the last may be shorter):
+    small pieces merge into one part and large ones split, whatever sizes the source delivered."""
+    buf = bytearray()
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            take = view[: part_size - len(buf)]
+            buf += take
+            view = view[len(take) :]
+            if len(buf) == part_size:
+                yield bytes(buf)
+                buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+def put_files(put_stream: Callable[..., str], name: str, paths: list[Path], *, size: int, sha256: str) -> None:
+    """`put_parts` of a store that streams: the files' bytes in order as blob `name`, then the files are
+    the store's to remove (the blob holds the bytes)."""
+    total = sum(p.stat().st_size for p in paths)
+    if total != size:
+        raise ValueError(f"blob {name}: files add up to {total}, expected {size}")
+    put_stream(name, file_chunks(paths), size=size, sha256=sha256)
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+@dataclass(frozen=True)
+class Sent(Generic[T]):
+    results: list[T]  # what `send` returned for each part, in order
+    size: int
+    sha256: str
+
+
+def send_parts(chunks: Iterable[bytes], part_size: int, send: Callable[[int, bytes], T], concurrency: int) -> Sent[T]:
+    """Each part (numbered from 0) to `send`, `concurrency` at a time: one connection each is what object
+    store throughput scales with, and reading waits for the oldest, so memory holds at most
+    concurrency + 1 parts. On any failure no part is still being sent when this raises."""
+    whole = hashlib.sha256()
+    results: list[T] = []
+    size = 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        pending: deque[Future[T]] = deque()
+        try:
+            for n, part in enumerate(fixed_parts(chunks, part_size)):
+                whole.update(part)
+                size += len(part)
+                pending.append(pool.submit(send, n, part))
+                if len(pending) >= concurrency:
+                    results.append(pending.popleft().result())
+            while pending:
+                results.append(pending.popleft().result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # nothing may land after the caller cleans up
+            raise
+    return Sent(results, size, whole.hexdigest())
