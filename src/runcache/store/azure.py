@@ -27,7 +27,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -43,7 +42,7 @@ from azure.storage.blob import (
 )
 
 from runcache.store.blobs import BlobMissing, BlobReport, BlobStats
-from runcache.store.parts import put_files, send_parts
+from runcache.store.parts import StreamedPuts, send_parts
 
 MIB = 1024 * 1024
 # Azure's ceiling on the blocks of one blob, and on one block's size.
@@ -95,7 +94,7 @@ def _account_key(service: BlobServiceClient) -> tuple[str, str] | None:
     return (name, key) if name and key else None
 
 
-class AzureBlobStore:
+class AzureBlobStore(StreamedPuts):
     def __init__(
         self,
         container: str,
@@ -152,12 +151,6 @@ class AzureBlobStore:
         return self.container.get_blob_client(self.key(name))
 
     # -- writes ---------------------------------------------------------------------------------------
-
-    def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
-        self.put_parts(name, [path], size=size, sha256=sha256)
-
-    def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
-        put_files(self.put_stream, name, paths, size=size, sha256=sha256)
 
     def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
         blob = self._blob(name)

@@ -41,16 +41,24 @@ def fixed_parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
         yield bytes(buf)
 
 
-def put_files(put_stream: Callable[..., str], name: str, paths: list[Path], *, size: int, sha256: str) -> None:
-    """`put_parts` of a store that streams: the files' bytes in order as blob `name`, then the files are
-    the store's to remove (the blob holds the bytes)."""
-    total = sum(p.stat().st_size for p in paths)
-    if total != size:
-        raise ValueError(f"blob {name}: files add up to {total}, expected {size}")
-    put_stream(name, file_chunks(paths), size=size, sha256=sha256)
-    for p in paths:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+class StreamedPuts:
+    """`put_file` and `put_parts` of a store whose writes are streams (`put_stream`): the files' bytes in
+    order as the blob, then the files are the store's to remove (the blob holds the bytes)."""
+
+    def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
+        raise NotImplementedError
+
+    def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
+        self.put_parts(name, [path], size=size, sha256=sha256)
+
+    def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
+        total = sum(p.stat().st_size for p in paths)
+        if total != size:
+            raise ValueError(f"blob {name}: files add up to {total}, expected {size}")
+        self.put_stream(name, file_chunks(paths), size=size, sha256=sha256)
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 @dataclass(frozen=True)

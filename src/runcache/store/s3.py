@@ -30,7 +30,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from runcache.store.blobs import BlobMissing, BlobStats
-from runcache.store.parts import fixed_parts, put_files, send_parts
+from runcache.store.parts import StreamedPuts, fixed_parts, send_parts
 
 MIB = 1024 * 1024
 # S3's floor for every part but the last, and its ceiling on the number of parts.
@@ -113,7 +112,7 @@ def make_client(env: dict[str, str] | None = None, *, checksums: bool = True) ->
     return boto3.session.Session().client("s3", **kwargs)
 
 
-class S3BlobStore:
+class S3BlobStore(StreamedPuts):
     def __init__(
         self,
         bucket: str,
@@ -169,12 +168,6 @@ class S3BlobStore:
         return f"{self.prefix}/" if self.prefix else ""
 
     # -- writes ---------------------------------------------------------------------------------------
-
-    def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
-        self.put_parts(name, [path], size=size, sha256=sha256)
-
-    def put_parts(self, name: str, paths: list[Path], *, size: int, sha256: str) -> None:
-        put_files(self.put_stream, name, paths, size=size, sha256=sha256)
 
     def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
         key = self.key(name)
