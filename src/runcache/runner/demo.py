@@ -173,22 +173,20 @@ class Demo:
             self._entries(data_dir, repo)
         self.title("What happened")
         self._recap(results)
+        return self._verdict("all three runs behaved as in the tutorial")
+
+    def _verdict(self, success: str) -> int:
         if self.problems:
             for p in self.problems:
                 self.say(f"✗ {p}", "bold red")
             return 1
-        self.say("✓ all three runs behaved as in the tutorial", "bold green")
+        self.say(f"✓ {success}", "bold green")
         return 0
 
     def _one_run(self, root: Path, n: int, project: Path, data_dir: Path, repo: str, index: Any):
         from runcache.runner.console import ConsoleReporter
 
-        # The same home path every run (entries store ~/.cache/pip relative to the workspace), emptied each time
-        # but for runcache's own ~/.cache/runcache (the pip that job environments are seeded with).
-        home = root / "home"
-        home.mkdir(exist_ok=True)
-        _empty(home, keep=".cache")
-        _empty(home / ".cache", keep="runcache")
+        home = _fresh_home(root)
         changes: dict[str, str | None] = {
             "HOME": str(home),
             "VIRTUAL_ENV": None,
@@ -359,6 +357,16 @@ class Demo:
         self.console.print(table)
 
 
+def _fresh_home(root: Path) -> Path:
+    """The same home path every run (entries store ~/.cache/pip relative to the workspace), emptied each time
+    but for runcache's own ~/.cache/runcache (the pip that job environments are seeded with)."""
+    home = root / "home"
+    home.mkdir(exist_ok=True)
+    _empty(home, keep=".cache")
+    _empty(home / ".cache", keep="runcache")
+    return home
+
+
 def _empty(folder: Path, *, keep: str) -> None:
     """Remove everything in ``folder`` but ``keep``."""
     if not folder.is_dir():
@@ -487,12 +495,7 @@ class PythonDemo(Demo):
                 self._explain_pair(pair[0], pair[1])
         self.title("The dependency step, run by run")
         self._times(runs)
-        if self.problems:
-            for p in self.problems:
-                self.say(f"✗ {p}", "bold red")
-            return 1
-        self.say("✓ both workflows installed the requirements in every run", "bold green")
-        return 0
+        return self._verdict("both workflows installed the requirements in every run")
 
     def _tools(self, root: Path) -> Path:
         """`runcache` (and uv, for the preset) on the jobs' PATH, whatever the caller's PATH holds."""
@@ -571,10 +574,7 @@ class PythonDemo(Demo):
     ) -> Any:
         from runcache.runner.console import ConsoleReporter
 
-        home = root / "home"
-        home.mkdir(exist_ok=True)
-        _empty(home, keep=".cache")
-        _empty(home / ".cache", keep="runcache")
+        home = _fresh_home(root)
         shutil.rmtree(project / ".venv", ignore_errors=True)  # a new checkout has no environment
         changes: dict[str, str | None] = {
             **env,
