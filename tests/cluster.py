@@ -30,12 +30,14 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from helpers import Server
+from pg import Cluster
 from s3server import _free_ports
 
 NGINX = Path("/usr/sbin/nginx")
@@ -395,3 +397,30 @@ class Replicas:
             self.balancer.stop()
         for s in self.servers:
             s.stop()
+
+
+@contextlib.contextmanager
+def replicas_on(
+    base: Path, pg: Cluster, blobs: str, env: dict[str, str], extra_args: list[str] | None = None
+) -> Iterator[Replicas]:
+    """Two replicas behind nginx on a database of their own in `pg` and on `blobs`; a missing nginx fails
+    the caller's tests (never skips them)."""
+    import pytest
+
+    try:
+        nginx_binary()
+    except NginxMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    db = pg.create_database()
+    cluster = Replicas(
+        base,
+        database_url=pg.url(db).replace("postgresql+psycopg://", "postgresql://"),
+        blobs=blobs,
+        env=env,
+        extra_args=extra_args or [],
+    ).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        pg.drop_database(db)

@@ -17,7 +17,6 @@ Needs Azurite, PostgreSQL and nginx (scripts/setup --dev); a missing one fails t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,21 +24,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from azurite import Azurite
-from cluster import NginxMissing, Replicas, nginx_binary
+from cluster import Replicas, replicas_on
+from direct import blob_route_hits, cli_runner, client_ok, other_path, tree, with_query, workspace
 from helpers import RUNCACHE, ClientRun, Server, run_client
 from pg import Cluster
 from wire import v1_lookup, v1_restore, v1_save, v2_create, v2_finalize, v2_restore, v2_url
 
 SECRET = "azure-direct-secret"
 MIB = 1024 * 1024
-UPLOAD_ROUTE = '"PUT /runcache/uploads/'
-ARCHIVE_ROUTE = '"GET /runcache/archives/'
 
 
 @pytest.fixture(scope="module")
@@ -64,36 +62,9 @@ def direct(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Iterat
         server.stop()
 
 
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _workspace(base: Path, big: int = 0) -> tuple[Path, dict[str, str]]:
-    ws = base / "ws"
-    deps = ws / "deps"
-    (deps / "sub").mkdir(parents=True)
-    for i in range(3):
-        (deps / f"lib{i}.bin").write_bytes(os.urandom(300_000 + i))
-    if big:
-        (deps / "big.bin").write_bytes(os.urandom(big))
-    (deps / "sub" / "inner.txt").write_text("inner\n")
-    return ws, _tree(deps)
-
-
 def _log(server: Server) -> str:
     assert server.log_path is not None
     return server.log_path.read_text(errors="replace")
-
-
-def _blob_route_hits(server: Server) -> tuple[int, int]:
-    """Archive uploads and downloads runcache's own blob routes answered, from uvicorn's access lines."""
-    text = _log(server)
-    assert '"GET /healthz' in text, "no access log"
-    return text.count(UPLOAD_ROUTE), text.count(ARCHIVE_ROUTE)
 
 
 def _prefix(server: Server) -> str:
@@ -101,24 +72,9 @@ def _prefix(server: Server) -> str:
     return server.extra_args[server.extra_args.index("--blobs") + 1].split("/", 3)[3]
 
 
-def _ok(run: ClientRun) -> None:
-    assert run.returncode == 0 and "Failed to" not in run.output and "::warning::" not in run.output, run.output[-4000:]
-
-
 def _is_azurite(url: str, azurite: Azurite) -> None:
     assert url.startswith(azurite.endpoint + "/"), url
     assert "sig=" in url and "sv=" in url, url
-
-
-def _with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _other_path(url: str, other: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=urlsplit(other).path))
 
 
 # --- the real client and the CLI ----------------------------------------------------------------------------
@@ -126,21 +82,21 @@ def test_real_client_v2_saves_and_restores_through_the_storage_only(
     direct: Server, azurite: Azurite, tmp_path: Path
 ) -> None:
     # Past the SDK's 128 MiB single-shot size: it uploads 64 MiB blocks in parallel, then the block list.
-    ws, before = _workspace(tmp_path, big=132 * MIB)
+    ws, before = workspace(tmp_path, big=132 * MIB)
     token = direct.token()
     key = f"az-v2-{uuid.uuid4().hex[:8]}"
-    hits = _blob_route_hits(direct)
+    hits = blob_route_hits(direct)
     saved = run_client(direct, "v2", "save", workspace=ws, token=token, paths=["deps"], key=key)
     assert isinstance(saved, ClientRun)
-    _ok(saved)
+    client_ok(saved)
     assert '"cacheId":-1' not in saved.output, saved.output[-4000:]
     shutil.rmtree(ws / "deps")
     run = run_client(direct, "v2", "restore", workspace=ws, token=token, paths=["deps"], key=key)
     assert isinstance(run, ClientRun)
-    _ok(run)
+    client_ok(run)
     assert run.result, run.output[-4000:]
-    assert _tree(ws / "deps") == before
-    assert _blob_route_hits(direct) == hits, "archive bytes went through the runcache server"
+    assert tree(ws / "deps") == before
+    assert blob_route_hits(direct) == hits, "archive bytes went through the runcache server"
     assert "committed direct upload" in _log(direct)
     container = azurite.service().get_container_client(azurite.container)
     big = [n for n, size in azurite.blobs(_prefix(direct) + "/").items() if size > 128 * MIB]
@@ -152,19 +108,19 @@ def test_real_client_v2_saves_and_restores_through_the_storage_only(
 def test_real_client_v1_round_trip(direct: Server, azurite: Azurite, tmp_path: Path) -> None:
     """v1 chunks are relayed by the server into staged blocks (the v1 protocol has no upload URL); the
     restore follows `archiveLocation`, a read SAS on the account."""
-    ws, before = _workspace(tmp_path)
+    ws, before = workspace(tmp_path)
     token = direct.token()
     key = f"az-v1-{uuid.uuid4().hex[:8]}"
     saved = run_client(direct, "v1", "save", workspace=ws, token=token, paths=["deps"], key=key)
     assert isinstance(saved, ClientRun)
-    _ok(saved)
-    downloads = _blob_route_hits(direct)[1]
+    client_ok(saved)
+    downloads = blob_route_hits(direct)[1]
     shutil.rmtree(ws / "deps")
     run = run_client(direct, "v1", "restore", workspace=ws, token=token, paths=["deps"], key=key)
     assert isinstance(run, ClientRun)
-    _ok(run)
-    assert _tree(ws / "deps") == before
-    assert _blob_route_hits(direct)[1] == downloads
+    client_ok(run)
+    assert tree(ws / "deps") == before
+    assert blob_route_hits(direct)[1] == downloads
     # The same path in raw calls: chunks relayed into the account, the location a read SAS on it.
     data = os.urandom(100_000)
     v1_save(direct, token, f"{key}-raw", data)
@@ -176,30 +132,19 @@ def test_real_client_v1_round_trip(direct: Server, azurite: Azurite, tmp_path: P
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_cli_round_trip(direct: Server, azurite: Azurite, protocol: str, tmp_path: Path) -> None:
     # v2: more than one 32 MiB CLI chunk, so the save is parallel Put Block + Put Block List on the SAS.
-    ws, before = _workspace(tmp_path, big=(40 if protocol == "v2" else 5) * MIB)
-    env = {
-        **os.environ,
-        "RUNCACHE_URL": direct.url,
-        "RUNCACHE_TOKEN": direct.token(),
-        "RUNCACHE_PROTOCOL": protocol,
-        "HOME": str(tmp_path / "home"),
-    }
-    for name in ("ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "GITHUB_OUTPUT"):
-        env.pop(name, None)
+    ws, before = workspace(tmp_path, big=(40 if protocol == "v2" else 5) * MIB)
+    cli = cli_runner(direct, ws, tmp_path / "home", protocol)
     key = f"az-cli-{protocol}-{uuid.uuid4().hex[:8]}"
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*RUNCACHE, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
-
-    uploads, downloads = _blob_route_hits(direct)
+    uploads, downloads = blob_route_hits(direct)
     saved = cli("save", "--path", "deps", "--key", key)
     assert saved.returncode == 0, saved.stderr
     shutil.rmtree(ws / "deps")
     got = cli("restore", "--path", "deps", "--key", key)
     assert got.returncode == 0, got.stderr
     assert "cache-hit=true" in got.stdout
-    assert _tree(ws / "deps") == before
-    after = _blob_route_hits(direct)
+    assert tree(ws / "deps") == before
+    after = blob_route_hits(direct)
     assert after[1] == downloads
     if protocol == "v2":
         assert after[0] == uploads, "a v2 save went through the runcache server"
@@ -233,8 +178,8 @@ def test_a_write_sas_writes_its_blob_and_nothing_else(direct: Server, azurite: A
     assert dict(parse_qsl(urlsplit(url).query))["sp"] == "cw", url  # create + write only
     # Another blob: neither written nor read with this signature (the committed entry's, or any name).
     other = v2_url(direct, token, saved_key)
-    assert _direct_put(_other_path(url, other), b"overwritten").status_code == 403
-    assert httpx.get(_other_path(url, other)).status_code == 403
+    assert _direct_put(other_path(url, other), b"overwritten").status_code == 403
+    assert httpx.get(other_path(url, other)).status_code == 403
     assert httpx.get(other).content == data
     # Its own blob: written, never read, listed or deleted.
     assert _direct_put(url, b"mine").status_code == 201
@@ -242,12 +187,12 @@ def test_a_write_sas_writes_its_blob_and_nothing_else(direct: Server, azurite: A
     assert httpx.head(url).status_code == 403
     assert httpx.delete(url).status_code == 403
     container = urlunsplit(urlsplit(url)._replace(path=urlsplit(url).path.rsplit("/", 2)[0]))
-    assert httpx.get(_with_query(container, restype="container", comp="list")).status_code == 403
+    assert httpx.get(with_query(container, restype="container", comp="list")).status_code == 403
     # Tampered: a changed signature, a longer lifetime, more permissions.
     sig = dict(parse_qsl(urlsplit(url).query))["sig"]
-    assert _direct_put(_with_query(url, sig=("A" if sig[0] != "A" else "B") + sig[1:]), b"x").status_code == 403
-    assert _direct_put(_with_query(url, se="2099-01-01T00:00:00Z"), b"x").status_code == 403
-    assert httpx.get(_with_query(url, sp="rcw")).status_code == 403
+    assert _direct_put(with_query(url, sig=("A" if sig[0] != "A" else "B") + sig[1:]), b"x").status_code == 403
+    assert _direct_put(with_query(url, se="2099-01-01T00:00:00Z"), b"x").status_code == 403
+    assert httpx.get(with_query(url, sp="rcw")).status_code == 403
     # A read SAS does not write.
     assert _direct_put(other, b"overwritten").status_code == 403
     assert httpx.get(other).content == data
@@ -346,41 +291,28 @@ def test_direct_transfers_need_azure(tmp_path: Path) -> None:
 # --- replicas ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster, azurite: Azurite) -> Iterator[Replicas]:
-    try:
-        nginx_binary()
-    except NginxMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    db = pg_cluster.create_database("azure")
-    cluster = Replicas(
-        tmp_path_factory.mktemp("azure-replicas"),
-        database_url=pg_cluster.url(db).replace("postgresql+psycopg://", "postgresql://"),
-        blobs=f"azure://{azurite.container}/replicas-{uuid.uuid4().hex[:12]}",
-        env=azurite.env,
-        extra_args=["--transfers", "direct"],
-    ).start()
-    try:
+    blobs = f"azure://{azurite.container}/replicas-{uuid.uuid4().hex[:12]}"
+    base = tmp_path_factory.mktemp("azure-replicas")
+    with replicas_on(base, pg_cluster, blobs, azurite.env, ["--transfers", "direct"]) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        pg_cluster.drop_database(db)
 
 
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_two_replicas_behind_nginx_save_and_restore(replicas: Replicas, protocol: str, tmp_path: Path) -> None:
     front = replicas.front
-    ws, before = _workspace(tmp_path, big=3 * MIB)
+    ws, before = workspace(tmp_path, big=3 * MIB)
     token = replicas.token()
     key = f"az-replicas-{protocol}-{uuid.uuid4().hex[:8]}"
     # v1: 1 MiB chunks, four at a time, so chunks of one upload reach both replicas.
     env = {"CACHE_UPLOAD_CHUNK_SIZE": "1", "CACHE_UPLOAD_CONCURRENCY": "4"} if protocol == "v1" else {}
     saved = run_client(front, protocol, "save", workspace=ws, token=token, paths=["deps"], key=key, extra_env=env)
     assert isinstance(saved, ClientRun)
-    _ok(saved)
+    client_ok(saved)
     shutil.rmtree(ws / "deps")
     got = run_client(front, protocol, "restore", workspace=ws, token=token, paths=["deps"], key=key)
     assert isinstance(got, ClientRun)
-    _ok(got)
-    assert _tree(ws / "deps") == before
+    client_ok(got)
+    assert tree(ws / "deps") == before
     lines = replicas.balancer.lines() if replicas.balancer else []
     assert not [ln for ln in lines if ln.uri.startswith(("/runcache/archives/", "/runcache/uploads/"))], (
         "archive bytes went through the balancer"

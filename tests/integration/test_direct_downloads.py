@@ -15,7 +15,6 @@ Needs PostgreSQL and SeaweedFS (scripts/setup --dev); a missing one fails the mo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,11 +22,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
+from direct import blob_route_hits, cli_runner, client_ok, other_path, tree, with_query, workspace
 from helpers import RUNCACHE, ClientRun, Server, run_client
 from pg import Cluster
 from s3server import SeaweedFS
@@ -63,34 +63,8 @@ def direct(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster, seawee
         pg_cluster.drop_database(db)
 
 
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _workspace(base: Path) -> tuple[Path, dict[str, str]]:
-    ws = base / "ws"
-    deps = ws / "deps"
-    (deps / "sub").mkdir(parents=True)
-    for i in range(3):
-        (deps / f"lib{i}.bin").write_bytes(os.urandom(300_000 + i))
-    (deps / "sub" / "inner.txt").write_text("inner\n")
-    return ws, _tree(deps)
-
-
 def _archive_gets(server: Server) -> int:
-    """Archive downloads the server answered, from uvicorn's access lines (which must be there at all)."""
-    assert server.log_path is not None
-    lines = server.log_path.read_text(errors="replace").splitlines()
-    assert any('"POST /twirp/' in line or '"POST /_apis/artifactcache/' in line for line in lines), "no access log"
-    return sum(1 for line in lines if '"GET /runcache/archives/' in line)
-
-
-def _ok(run: ClientRun) -> None:
-    assert run.returncode == 0 and "Failed to" not in run.output and "::warning::" not in run.output, run.output[-4000:]
+    return blob_route_hits(server)[1]
 
 
 def _public_host(url: str, seaweed: SeaweedFS) -> None:
@@ -101,38 +75,27 @@ def _public_host(url: str, seaweed: SeaweedFS) -> None:
 def test_real_client_restores_from_the_object_store(
     direct: Server, seaweed: SeaweedFS, protocol: str, tmp_path: Path
 ) -> None:
-    ws, before = _workspace(tmp_path)
+    ws, before = workspace(tmp_path)
     token = direct.token()
     key = f"direct-{protocol}-{uuid.uuid4().hex[:8]}"
     saved = run_client(direct, protocol, "save", workspace=ws, token=token, paths=["deps"], key=key)
     assert isinstance(saved, ClientRun)
-    _ok(saved)
+    client_ok(saved)
     gets = _archive_gets(direct)
     shutil.rmtree(ws / "deps")
     run = run_client(direct, protocol, "restore", workspace=ws, token=token, paths=["deps"], key=key)
     assert isinstance(run, ClientRun)
-    _ok(run)
+    client_ok(run)
     assert run.result, run.output[-4000:]
-    assert _tree(ws / "deps") == before
+    assert tree(ws / "deps") == before
     assert _archive_gets(direct) == gets, "the archive's bytes went through the runcache server"
 
 
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_cli_round_trip_with_direct_downloads(direct: Server, protocol: str, tmp_path: Path) -> None:
-    ws, before = _workspace(tmp_path)
-    env = {
-        **os.environ,
-        "RUNCACHE_URL": direct.url,
-        "RUNCACHE_TOKEN": direct.token(),
-        "RUNCACHE_PROTOCOL": protocol,
-        "HOME": str(tmp_path / "home"),
-    }
-    for name in ("ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "GITHUB_OUTPUT"):
-        env.pop(name, None)
+    ws, before = workspace(tmp_path)
+    cli = cli_runner(direct, ws, tmp_path / "home", protocol)
     key = f"direct-cli-{protocol}-{uuid.uuid4().hex[:8]}"
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*RUNCACHE, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
 
     saved = cli("save", "--path", "deps", "--key", key)
     assert saved.returncode == 0, saved.stderr
@@ -141,15 +104,8 @@ def test_cli_round_trip_with_direct_downloads(direct: Server, protocol: str, tmp
     got = cli("restore", "--path", "deps", "--key", key)
     assert got.returncode == 0, got.stderr
     assert "cache-hit=true" in got.stdout
-    assert _tree(ws / "deps") == before
+    assert tree(ws / "deps") == before
     assert _archive_gets(direct) == gets
-
-
-def _with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def test_both_protocols_hand_out_the_public_endpoint(direct: Server, seaweed: SeaweedFS) -> None:
@@ -178,12 +134,11 @@ def test_a_direct_url_reads_one_object_and_nothing_else(direct: Server) -> None:
     assert url != other
     assert httpx.get(url).status_code == 200
     signature = dict(parse_qsl(urlsplit(url).query))["X-Amz-Signature"]
-    tampered = _with_query(url, **{"X-Amz-Signature": ("0" if signature[0] != "0" else "1") + signature[1:]})
+    tampered = with_query(url, **{"X-Amz-Signature": ("0" if signature[0] != "0" else "1") + signature[1:]})
     assert httpx.get(tampered).status_code == 403
     # The same signature on another object's path, or with a longer lifetime, or for a write: refused.
-    other_path = urlsplit(other).path
-    assert httpx.get(urlunsplit(urlsplit(url)._replace(path=other_path))).status_code == 403
-    assert httpx.get(_with_query(url, **{"X-Amz-Expires": "604800"})).status_code == 403
+    assert httpx.get(other_path(url, other)).status_code == 403
+    assert httpx.get(with_query(url, **{"X-Amz-Expires": "604800"})).status_code == 403
     assert httpx.put(url, content=b"overwritten").status_code == 403
     assert httpx.get(url).status_code == 200
 
@@ -222,12 +177,9 @@ def test_the_cli_refuses_an_object_changed_in_the_store(direct: Server, seaweed:
     """Bytes swapped in the bucket behind runcache's back (same size, metadata kept): the direct download
     no longer matches the SHA-256 recorded with the object, and the restore fails without touching the
     destination (the step goes on as on a miss)."""
-    ws, _ = _workspace(tmp_path)
-    env = {**os.environ, "RUNCACHE_URL": direct.url, "RUNCACHE_TOKEN": direct.token(), "HOME": str(tmp_path / "h")}
+    ws, _ = workspace(tmp_path)
+    cli = cli_runner(direct, ws, tmp_path / "home")
     key = f"direct-tamper-{uuid.uuid4().hex[:8]}"
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*RUNCACHE, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
 
     assert cli("save", "--path", "deps", "--key", key).returncode == 0
     listed = httpx.get(

@@ -41,7 +41,7 @@ import httpx
 import psycopg
 import pytest
 
-from cluster import Gate, NginxMissing, Replicas, nginx_binary
+from cluster import Gate, Replicas, replicas_on
 from helpers import ClientRun, Server, run_client
 from pg import Cluster
 from s3server import SeaweedFS
@@ -67,22 +67,9 @@ MIB = 1024 * 1024
 # --- fixtures: the session's PostgreSQL and SeaweedFS (tests/conftest.py), one pair of replicas for the module
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster, seaweed: SeaweedFS) -> Iterator[Replicas]:
-    try:
-        nginx_binary()
-    except NginxMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    db = pg_cluster.create_database("scale")
-    cluster = Replicas(
-        tmp_path_factory.mktemp("scale-out"),
-        database_url=pg_cluster.url(db).replace("postgresql+psycopg://", "postgresql://"),
-        blobs=f"s3://{seaweed.bucket}/scale-{uuid.uuid4().hex[:12]}",  # a prefix of its own in the shared bucket
-        env=seaweed.env,
-    ).start()
-    try:
+    blobs = f"s3://{seaweed.bucket}/scale-{uuid.uuid4().hex[:12]}"  # a prefix of its own in the shared bucket
+    with replicas_on(tmp_path_factory.mktemp("scale-out"), pg_cluster, blobs, seaweed.env) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        pg_cluster.drop_database(db)
 
 
 @pytest.fixture
