@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a workflow job locally, with its cache steps on a runcache server",
         description=(
             "Run a GitHub Actions workflow's job on this machine: run: steps with the runner's shells, file "
-            "commands and expressions, and the built-in actions checkout, cache (restore/save) and setup-python. "
+            "commands and expressions, and the built-in actions checkout, cache (restore/save), setup-python "
+            "(cache: pip|pipenv|poetry) and astral-sh/setup-uv (enable-cache). "
             "The cache steps use the server given with --url or RUNCACHE_URL; without one an embedded server runs for "
             "the duration on a per-user data directory (~/.local/state/runcache), so the next run restores what "
             "this one saved. Each job gets a fresh Python virtual environment first on PATH (--host-python: the "
