@@ -37,7 +37,10 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
-        parser.exit(message=f"runcache {_version()}\n")
+        # On stdout, as argparse's own version action and every other CLI's --version (parser.exit's
+        # message would go to stderr).
+        print(f"runcache {_version()}")
+        parser.exit()
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
