@@ -72,7 +72,8 @@ _committed = {"sqlite_where": text(COMMITTED_ONLY_SQL), "postgresql_where": text
 # A lookup touches only its repository, version, scopes and key prefixes: equality down to the scope,
 # then the folded key, exact or as a range. text_pattern_ops (PostgreSQL) orders keys bytewise whatever
 # the database's collation, so a prefix is one contiguous range, as in SQLite's default BINARY order.
-# created_at (with the id, implicit in SQLite) ranks prefix matches without reading their rows.
+# created_at (with the id, implicit in SQLite, included on PostgreSQL with the repository column that an
+# index-only scan needs beside lower() of it) ranks prefix matches without reading their rows.
 Index(
     "ix_entry_committed_lookup",
     func.lower(Entry.repository),
@@ -81,6 +82,7 @@ Index(
     Entry.key_folded,
     Entry.created_at,
     postgresql_ops={"key_folded": "text_pattern_ops"},
+    postgresql_include=["id", "repository"],
     **_committed,
 )
 # The management list, one index per sort key: a page (however deep its OFFSET) walks index entries in
