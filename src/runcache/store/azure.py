@@ -25,7 +25,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -42,7 +41,7 @@ from azure.storage.blob import (
 )
 
 from runcache.store.blobs import BlobMissing, BlobReport, BlobStats
-from runcache.store.parts import StreamedPuts, send_parts
+from runcache.store.parts import ObjectBlobStore, send_parts
 
 MIB = 1024 * 1024
 # Azure's ceiling on the blocks of one blob, and on one block's size.
@@ -51,8 +50,6 @@ MAX_BLOCK_SIZE = 4000 * MIB
 DEFAULT_BLOCK = 8 * MIB
 # Reads: one ranged GET per chunk of this size (memory per download: one chunk).
 _READ = 4 * MIB
-# Up to this many names are checked with parallel HEADs; more, with one listing of the prefix.
-_HEAD_BATCH = 32
 # A SAS URL lives at most this long (a short-lived credential handed to runners; the server's default is 600 s).
 MAX_SAS_SECONDS = 7 * 24 * 3600
 # SAS start time this far back: a runner's or the storage's clock a little behind ours still accepts it.
@@ -94,7 +91,7 @@ def _account_key(service: BlobServiceClient) -> tuple[str, str] | None:
     return (name, key) if name and key else None
 
 
-class AzureBlobStore(StreamedPuts):
+class AzureBlobStore(ObjectBlobStore):
     def __init__(
         self,
         container: str,
@@ -248,20 +245,6 @@ class AzureBlobStore(StreamedPuts):
 
     def contains(self, name: str) -> bool:
         return self._properties(name) is not None
-
-    def contains_many(self, names: Iterable[str]) -> set[str]:
-        """A lookup's few candidates: parallel HEADs; many names: one listing of the prefix."""
-        wanted = list(dict.fromkeys(names))
-        if not wanted:
-            return set()
-        if len(wanted) > _HEAD_BATCH:
-            present = {n for n, _ in self._listing()}
-            return {n for n in wanted if n in present}
-        if len(wanted) == 1:
-            return {n for n in wanted if self.contains(n)}
-        with ThreadPoolExecutor(max_workers=min(len(wanted), 16)) as pool:
-            found = pool.map(self.contains, wanted)
-            return {n for n, ok in zip(wanted, found, strict=True) if ok}
 
     async def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end): ranged GETs of a few MiB, each in a worker thread."""

@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 _FILE_READ = 4 * 1024 * 1024
+# Up to this many names are checked with parallel existence checks; more, with one listing.
+HEAD_BATCH = 32
 
 T = TypeVar("T")
 
@@ -41,11 +43,19 @@ def fixed_parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
         yield bytes(buf)
 
 
-class StreamedPuts:
-    """`put_file` and `put_parts` of a store whose writes are streams (`put_stream`): the files' bytes in
-    order as the blob, then the files are the store's to remove (the blob holds the bytes)."""
+class ObjectBlobStore:
+    """What the object-store blob backends share: `put_file` and `put_parts` as a stream of the files'
+    bytes (`put_stream`; then the files are the store's to remove, the blob holds the bytes), and
+    `contains_many` from `contains` and a listing of the store's blobs."""
 
     def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
+        raise NotImplementedError
+
+    def contains(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def _listing(self) -> Iterator[tuple[str, Any]]:
+        """Every blob's name (with what the listing says of it)."""
         raise NotImplementedError
 
     def put_file(self, name: str, path: Path, *, size: int, sha256: str) -> None:
@@ -59,6 +69,22 @@ class StreamedPuts:
         for p in paths:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+
+    def contains_many(self, names: Iterable[str]) -> set[str]:
+        """A lookup's few candidates: parallel existence checks, one round trip of latency whatever the
+        store holds. Many names: one listing, whose cost grows with the store (1,000 names a page) but not
+        with the number of names asked about."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return set()
+        if len(wanted) > HEAD_BATCH:
+            present = {n for n, _ in self._listing()}
+            return {n for n in wanted if n in present}
+        if len(wanted) == 1:
+            return {n for n in wanted if self.contains(n)}
+        with ThreadPoolExecutor(max_workers=min(len(wanted), 16)) as pool:
+            found = pool.map(self.contains, wanted)
+            return {n for n, ok in zip(wanted, found, strict=True) if ok}
 
 
 @dataclass(frozen=True)

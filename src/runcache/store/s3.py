@@ -29,7 +29,6 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,7 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from runcache.store.blobs import BlobMissing, BlobStats
-from runcache.store.parts import StreamedPuts, fixed_parts, send_parts
+from runcache.store.parts import ObjectBlobStore, fixed_parts, send_parts
 
 MIB = 1024 * 1024
 # S3's floor for every part but the last, and its ceiling on the number of parts.
@@ -50,8 +49,6 @@ DEFAULT_PART = 8 * MIB
 _READ = MIB
 # SigV4's ceiling on a presigned URL's lifetime (7 days).
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-# Up to this many names are checked with parallel HEADs; more, with one listing of the prefix.
-_HEAD_BATCH = 32
 
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 
@@ -112,7 +109,7 @@ def make_client(env: dict[str, str] | None = None, *, checksums: bool = True) ->
     return boto3.session.Session().client("s3", **kwargs)
 
 
-class S3BlobStore(StreamedPuts):
+class S3BlobStore(ObjectBlobStore):
     def __init__(
         self,
         bucket: str,
@@ -264,22 +261,6 @@ class S3BlobStore(StreamedPuts):
 
     def contains(self, name: str) -> bool:
         return self._head(self.key(name)) is not None
-
-    def contains_many(self, names: Iterable[str]) -> set[str]:
-        """A lookup's few candidates: parallel HEADs, one round trip of latency whatever the bucket holds.
-        Many names: one listing of the prefix, whose cost grows with the bucket (1,000 keys a page) but not
-        with the number of names asked about."""
-        wanted = list(dict.fromkeys(names))
-        if not wanted:
-            return set()
-        if len(wanted) > _HEAD_BATCH:
-            present = {n for n, _ in self._listing()}
-            return {n for n in wanted if n in present}
-        if len(wanted) == 1:
-            return {n for n in wanted if self.contains(n)}
-        with ThreadPoolExecutor(max_workers=min(len(wanted), 16)) as pool:
-            found = pool.map(self.contains, wanted)
-            return {n for n, ok in zip(wanted, found, strict=True) if ok}
 
     async def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes [start, end) streamed from one ranged GET, a MiB per read, each read in a worker thread."""
