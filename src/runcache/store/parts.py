@@ -1,5 +1,6 @@
-"""What the object-store blob backends (S3, Azure) share: a blob goes up as fixed-size parts sent a few at
-a time, from staged files or any byte stream, hashed on the way."""
+"""What the object-store blob backends (S3, Azure) share: a base class for the calls they answer alike
+(puts from staged files, batched existence checks), and a blob going up as fixed-size parts sent a few
+at a time, from staged files or any byte stream, hashed on the way."""
 
 from __future__ import annotations
 
