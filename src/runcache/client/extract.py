@@ -134,7 +134,11 @@ _BATCH_FILES = 32  # files per hand-over: one queue round trip for many small fi
 _BATCH_BYTES = 1 << 20
 _INFLIGHT_BYTES = 32 << 20  # bodies handed over and not yet written: the memory the writers may hold
 _INFLIGHT_FILES = 256  # open descriptors handed over and not yet closed (well below a 1024 fd limit)
-DEFAULT_WRITERS = 4
+# Off by default for now: in one of two clean-clone CI runs a real `runcache restore` interrupted at a
+# random point (tests/integration/test_restore_interrupt.py) did not exit within 120 s, and the threaded
+# hand-over is the newest code on that path. The writers stay tested (tests/unit/test_extract_parallel.py,
+# explicit counts) until the hang is found; 4 is what measured fastest.
+DEFAULT_WRITERS = 0
 _WFLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _STREAM_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, gzip.BadGzipFile)
