@@ -3,13 +3,14 @@ the Blob API on a loopback port, in memory, for the Azure blob-store tests."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from helpers import stop_service
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 # Azurite's one built-in account and its published key (not a secret: every emulator has it).
@@ -84,13 +85,4 @@ class Azurite:
         return {b.name: b.size for b in container.list_blobs(name_starts_with=prefix)}
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if hasattr(self, "log"):
-            self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_service(self.proc, getattr(self, "log", None), self.dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -185,3 +187,17 @@ def serve_stand_in(handler: type[StandIn]) -> tuple[ThreadingHTTPServer, str]:
     httpd.block_on_close = False
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def stop_service(proc: subprocess.Popen | None, log: IO[bytes] | None, folder: Path) -> None:
+    """End a service a test started (SIGTERM, then SIGKILL after 15 s), close its log, remove its folder."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if log is not None:
+        log.close()
+    shutil.rmtree(folder, ignore_errors=True)

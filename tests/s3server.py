@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpers import stop_service
+
 ACCESS_KEY = "runcache-test"
 SECRET_KEY = "runcache-test-secret"
 REGION = "us-east-1"
@@ -122,13 +124,4 @@ class SeaweedFS:
         return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if hasattr(self, "log"):
-            self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_service(self.proc, getattr(self, "log", None), self.dir)
