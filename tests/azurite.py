@@ -29,8 +29,12 @@ def _free_port() -> int:
 
 
 class Azurite:
-    def __init__(self, container: str = "runcache") -> None:
+    def __init__(self, container: str = "runcache", *, memory_mb: float = 4096) -> None:
+        """`memory_mb`: Azurite's --extentMemoryLimit, the bytes of blob data it holds before it refuses
+        writes (a store that fills up); deleted blobs' bytes count until its garbage collection, every
+        10 minutes."""
         self.container = container
+        self.memory_mb = memory_mb
         self.dir = Path(tempfile.mkdtemp(prefix="runcache-azurite-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -56,7 +60,7 @@ class Azurite:
         self.port = _free_port()
         args = [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--inMemoryPersistence"]
         # Memory for blob bytes is bounded (the default is half the machine); the SDKs may send newer API versions.
-        args += ["--extentMemoryLimit", "4096", "--skipApiVersionCheck", "--loose", "--disableTelemetry"]
+        args += ["--extentMemoryLimit", str(self.memory_mb), "--skipApiVersionCheck", "--loose", "--disableTelemetry"]
         self.log = open(self.dir / "azurite.log", "wb")  # noqa: SIM115 - open for the server's lifetime
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
         deadline = time.monotonic() + timeout

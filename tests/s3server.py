@@ -45,8 +45,12 @@ def _free_ports(n: int) -> list[int]:
 
 
 class SeaweedFS:
-    def __init__(self, bucket: str = "runcache") -> None:
+    def __init__(self, bucket: str = "runcache", *, volume_mb: int = 64, volumes: int | None = None) -> None:
+        """`volume_mb`: the size past which a volume takes no more writes; `volumes`: how many volumes the
+        server may have (default: as many as the disk holds). One small volume is a store that fills up."""
         self.bucket = bucket
+        self.volume_mb = volume_mb
+        self.volumes = volumes
         self.dir = Path(tempfile.mkdtemp(prefix="runcache-s3-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint = ""
@@ -86,7 +90,9 @@ class SeaweedFS:
         args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
         args += [f"-{k}={v}" for k, v in ports.items()]
         args += ["-s3.port.iceberg=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false"]
-        args += [f"-s3.config={config}", f"-bucket={self.bucket}", "-master.volumeSizeLimitMB=64"]
+        args += [f"-s3.config={config}", f"-bucket={self.bucket}", f"-master.volumeSizeLimitMB={self.volume_mb}"]
+        if self.volumes is not None:
+            args.append(f"-volume.max={self.volumes}")
         self.log = open(self.dir / "weed.log", "wb")  # noqa: SIM115 - open for the server's lifetime
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
         deadline = time.monotonic() + timeout

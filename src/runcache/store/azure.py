@@ -66,6 +66,23 @@ def block_id(n: int) -> str:
     return f"{n:08d}"
 
 
+# Azure Storage's published error codes name no full account or container (capacity is a per-account
+# scalability target); what does say "no room": HTTP 507 from anything speaking the Blob API, and Azurite's
+# in-memory store at its --extentMemoryLimit, which answers 409 with this code.
+_FULL_CODES = {"MemoryExtentStoreAtSizeLimit"}
+
+
+def out_of_space(exc: BaseException) -> str | None:
+    """The storage's answer when it means "no space for these bytes" (parts.full_store), else None. Checked
+    by code before any other reading of the error: Azurite's is a 409, which the SDK raises as
+    ResourceExistsError, and a commit would otherwise take it for "the blob exists"."""
+    if not isinstance(exc, HttpResponseError):
+        return None
+    if exc.status_code == 507 or exc.error_code in _FULL_CODES:
+        return f"{exc.error_code or exc.reason or 'error'} (HTTP {exc.status_code})"
+    return None
+
+
 def make_service(env: dict[str, str] | None = None) -> BlobServiceClient:
     """A BlobServiceClient from AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY."""
     env = dict(os.environ if env is None else env)
@@ -149,7 +166,9 @@ class AzureBlobStore(ObjectBlobStore):
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
+    out_of_space = staticmethod(out_of_space)
+
+    def _put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
         blob = self._blob(name)
         # Also with the conditional commit: refuse before sending gigabytes, not at the final request.
         if self.contains(name):
@@ -172,6 +191,8 @@ class AzureBlobStore(ObjectBlobStore):
         try:
             blob.commit_block_list(ids, metadata={"sha256": actual}, match_condition=MatchConditions.IfMissing)
         except (ResourceExistsError, ResourceModifiedError) as exc:
+            if out_of_space(exc) is not None:
+                raise  # a full store's 409 (Azurite), not a blob already there: full_store reports it
             raise FileExistsError(f"blob {blob.blob_name} already exists in container {self.container_name}") from exc
         return actual
 

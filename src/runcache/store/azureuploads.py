@@ -15,7 +15,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 
 from runcache.core.errors import InvalidRequest
-from runcache.store.azure import DEFAULT_BLOCK, MAX_BLOCK_SIZE, AzureBlobStore, block_id
+from runcache.store.azure import DEFAULT_BLOCK, MAX_BLOCK_SIZE, AzureBlobStore, block_id, out_of_space
 from runcache.store.objectuploads import CHANGED_WHILE_COMMITTING, ObjectUploadStore, Piece, StoredObject
 
 
@@ -45,6 +45,8 @@ class _BlockSink:
 
 
 class AzureUploadStore(ObjectUploadStore):
+    out_of_space = staticmethod(out_of_space)
+
     def __init__(self, blobs: AzureBlobStore, *, block_size: int = DEFAULT_BLOCK) -> None:
         if not 1 <= block_size <= MAX_BLOCK_SIZE:
             raise ValueError(f"Azure blocks are 1 to {MAX_BLOCK_SIZE} bytes, got {block_size}")

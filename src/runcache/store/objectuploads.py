@@ -13,6 +13,10 @@ An upload `<id>` is a few objects under `<prefix>/uploads/<id>/`:
 - `sha256`: `<size> <digest> <object>` of a whole body hashed as it arrived, which spares commit the hashing;
 - `alive`: rewritten while a body arrives, so another replica's idle check sees the activity.
 
+A store out of space (the backend's `out_of_space` rule) is StorageFull on every write here; an upload
+whose body hit it is dropped at once (`dropped_for_space`), as on a full local disk: its staged objects
+are what holds the space, and its key is free again for a later save.
+
 A request body goes up as it arrives, in parts of the backend's part size (a replica holds at most one
 part of each request in memory and nothing on disk). Commit (on any replica) lists the upload, proves the
 ranges cover exactly `size` bytes, then streams the covering objects in order into the new blob, each read
@@ -22,6 +26,7 @@ The committed blob is a new object: a request still sending to the upload cannot
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -33,9 +38,10 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from runcache.core.blocks import block_list_names, block_name
-from runcache.core.errors import IncompleteUpload, InvalidRequest, NotFound
+from runcache.core.errors import IncompleteUpload, InvalidRequest, NotFound, StorageFull
 from runcache.core.limits import check_block_count, check_chunk_count, check_upload_end
 from runcache.core.ranges import check_complete
+from runcache.store.parts import full_store
 from runcache.store.uploads import Progress, SpaceGuard, StagedUpload, no_guard
 
 # A body still arriving leaves no trace in the store until it completes; its writer rewrites the
@@ -95,19 +101,21 @@ class _BodyWriter:
         check_upload_end(self._base + self.size + len(data), None, self._cap)
         self._buf += data
         self.size += len(data)
-        if time.monotonic() - self._beat >= HEARTBEAT_SECONDS:
-            self._beat = time.monotonic()
-            self._store._put_small(self._upload_id, "alive", "")
-        part = self._store.part_size
-        while len(self._buf) >= part:
-            self._sink.send(bytes(self._buf[:part]))
-            del self._buf[:part]
+        with self._store._writing(self._upload_id):
+            if time.monotonic() - self._beat >= HEARTBEAT_SECONDS:
+                self._beat = time.monotonic()
+                self._store._put_small(self._upload_id, "alive", "")
+            part = self._store.part_size
+            while len(self._buf) >= part:
+                self._sink.send(bytes(self._buf[:part]))
+                del self._buf[:part]
 
     def _complete(self) -> None:
         if not self._store.exists(self._upload_id):
             # Expired, abandoned or committed while this body arrived: it belongs to no upload any more.
             raise NotFound(f"no upload in progress with id {self._upload_id}")
-        self._sink.complete(bytes(self._buf))
+        with self._store._writing(self._upload_id):
+            self._sink.complete(bytes(self._buf))
         self._buf.clear()
 
     def abort(self) -> None:
@@ -151,7 +159,8 @@ class _RangeWriter(_BodyWriter):
                 self._complete()
             if self._digest is not None:
                 # Which object the digest belongs to: a later PATCH adding ranges must not inherit it.
-                self._store._put_small(upload_id, "sha256", f"{self.size} {self._digest.hexdigest()} {self.key}\n")
+                with self._store._writing(upload_id):
+                    self._store._put_small(upload_id, "sha256", f"{self.size} {self._digest.hexdigest()} {self.key}\n")
             return self._start, end
         except BaseException:
             self.abort()
@@ -186,8 +195,15 @@ class ObjectUploadStore(ABC):
         # This process's writers per upload: an upload with a request still sending here is not idle.
         self._lock = threading.Lock()
         self._writers: dict[int, int] = {}
+        # Uploads a body of which found the store full here: dropped by the request that saw it.
+        self._full: set[int] = set()
 
     # --- what a backend supplies ------------------------------------------------------------------
+    @staticmethod
+    @abstractmethod
+    def out_of_space(exc: BaseException) -> str | None:
+        """The store's answer meaning "no space for these bytes" (parts.full_store), else None."""
+
     @abstractmethod
     def _list(self, prefix: str, *, in_flight: bool = False) -> Iterable[StoredObject]:
         """Every object whose name starts with `prefix`; `in_flight` adds bodies not yet complete where
@@ -246,9 +262,21 @@ class ObjectUploadStore(ABC):
         if not self.exists(upload_id):
             raise NotFound(f"no upload in progress with id {upload_id}")
 
+    @contextlib.contextmanager
+    def _writing(self, upload_id: int) -> Iterator[None]:
+        """A body's writes into the store: a full store is StorageFull, and marks the upload to be dropped."""
+        try:
+            with full_store(self.out_of_space):
+                yield
+        except StorageFull:
+            with self._lock:
+                self._full.add(upload_id)
+            raise
+
     # --- the interface ----------------------------------------------------------------------------
     def create(self, upload_id: int) -> None:
-        self._put_small(upload_id, "created", "")
+        with full_store(self.out_of_space):  # a reservation refused for space: the service removes its row
+            self._put_small(upload_id, "created", "")
 
     def range_writer(
         self,
@@ -287,7 +315,8 @@ class ObjectUploadStore(ABC):
         objects = self._objects(upload_id)
         blocks = {n[2:]: o.size for n, o in objects.items() if n.startswith("b/")}
         names = block_list_names(block_ids, set(blocks), max_blocks=max_blocks)
-        self._put_small(upload_id, "blocklist", "".join(f"{n}\n" for n in names))
+        with full_store(self.out_of_space):
+            self._put_small(upload_id, "blocklist", "".join(f"{n}\n" for n in names))
         listed = set(names)
         # Unlisted blocks and earlier ranges are no part of the upload any more.
         stale = [
@@ -370,6 +399,8 @@ class ObjectUploadStore(ABC):
         marker = self.key(upload_id, "created")
         self._delete([k for k in keys if k != marker])
         self._delete([marker])
+        with self._lock:
+            self._full.discard(upload_id)
 
     def upload_ids(self) -> list[int]:
         # From the objects themselves, not a delimited listing: stores built on a file system (SeaweedFS)
@@ -401,7 +432,8 @@ class ObjectUploadStore(ABC):
         return Progress(received, newest.astimezone(UTC).replace(tzinfo=None))
 
     def dropped_for_space(self, upload_id: int) -> bool:
-        return False
+        with self._lock:
+            return upload_id in self._full
 
     def disk_usage(self) -> None:
         return None

@@ -1,6 +1,7 @@
 """What the object-store blob backends (S3, Azure) share: a base class for the calls they answer alike
-(puts from staged files, batched existence checks), and a blob going up as fixed-size parts sent a few
-at a time, from staged files or any byte stream, hashed on the way."""
+(puts from staged files, batched existence checks), a blob going up as fixed-size parts sent a few at a
+time, from staged files or any byte stream, hashed on the way, and how a store's "I am full" answer
+becomes StorageFull."""
 
 from __future__ import annotations
 
@@ -13,11 +14,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from runcache.core.errors import StorageFull
+
 _FILE_READ = 4 * 1024 * 1024
 # Up to this many names are checked with parallel existence checks; more, with one listing.
 HEAD_BATCH = 32
 
 T = TypeVar("T")
+
+# What a backend recognizes as its store being out of space: a few words naming the answer, else None.
+OutOfSpace = Callable[[BaseException], str | None]
+
+
+@contextlib.contextmanager
+def full_store(out_of_space: OutOfSpace) -> Iterator[None]:
+    """Writes to the store inside this block: an answer `out_of_space` recognizes becomes StorageFull, which
+    every protocol reports as it does a full local disk (507, twirp resource_exhausted) rather than as an
+    internal error; anything else passes through unchanged."""
+    try:
+        yield
+    except StorageFull:
+        raise
+    except Exception as exc:
+        answer = out_of_space(exc)
+        if answer is None:
+            raise
+        raise StorageFull(f"cache storage full: the object store is out of space ({answer}); not saving cache") from exc
 
 
 def file_chunks(paths: list[Path]) -> Iterator[bytes]:
@@ -46,11 +68,21 @@ def fixed_parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
 
 class ObjectBlobStore:
     """What the object-store blob backends share: `put_file` and `put_parts` as a stream of the files'
-    bytes (`put_stream`; then the files are the store's to remove, the blob holds the bytes), and
-    `contains_many` from `contains` and a listing of the store's blobs."""
+    bytes (`put_stream`; then the files are the store's to remove, the blob holds the bytes), every put
+    reporting a full store as StorageFull, and `contains_many` from `contains` and a listing of the
+    store's blobs."""
+
+    @staticmethod
+    def out_of_space(exc: BaseException) -> str | None:
+        """The backend's rule for "the store is full" (full_store)."""
+        raise NotImplementedError
+
+    def _put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
+        raise NotImplementedError
 
     def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
-        raise NotImplementedError
+        with full_store(self.out_of_space):
+            return self._put_stream(name, chunks, size=size, sha256=sha256)
 
     def contains(self, name: str) -> bool:
         raise NotImplementedError

@@ -67,6 +67,24 @@ def _exists_error(exc: ClientError) -> bool:
     return _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
+# Answers of a server with no room for the bytes. HTTP 507 means exactly that, whatever the code (MinIO's
+# XMinioStorageFull at its free-space floor); the codes are what servers send for it, some with another
+# status: a full volume (InsufficientStorage), an exhausted bucket or user quota (Ceph RGW's QuotaExceeded
+# is a 403, MinIO's XMinioAdminBucketQuotaExceeded a 400). SeaweedFS with no free volume left answers a
+# bare 500 InternalError ("please try again"), indistinguishable from any other failure: it stays one.
+_FULL_CODES = {"InsufficientStorage", "XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded"}
+
+
+def out_of_space(exc: BaseException) -> str | None:
+    """The S3 server's answer when it means "no space for these bytes" (parts.full_store), else None."""
+    if not isinstance(exc, ClientError):
+        return None
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if status == 507 or _code(exc) in _FULL_CODES:
+        return f"{_code(exc) or 'error'} (HTTP {status})"
+    return None
+
+
 def _not_implemented(exc: ClientError) -> bool:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return _code(exc) == "NotImplemented" or status == 501
@@ -166,7 +184,9 @@ class S3BlobStore(ObjectBlobStore):
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
+    out_of_space = staticmethod(out_of_space)
+
+    def _put_stream(self, name: str, chunks: Iterable[bytes], *, size: int, sha256: str | None) -> str:
         key = self.key(name)
         # Also with conditional writes: refuse before sending gigabytes, not at the final request.
         if self.contains(name):

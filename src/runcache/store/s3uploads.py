@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from runcache.core.errors import InvalidRequest
 from runcache.store.objectuploads import CHANGED_WHILE_COMMITTING, ObjectUploadStore, Piece, StoredObject
-from runcache.store.s3 import DEFAULT_PART, MIN_PART, _b64, _missing
+from runcache.store.s3 import DEFAULT_PART, MIN_PART, _b64, _missing, out_of_space
 
 _READ = 1024 * 1024
 _DELETE_BATCH = 1000  # DeleteObjects takes at most this many keys
@@ -68,6 +68,8 @@ class _MultipartSink:
 
 
 class S3UploadStore(ObjectUploadStore):
+    out_of_space = staticmethod(out_of_space)
+
     def __init__(
         self, bucket: str, prefix: str, *, client: Any, part_size: int = DEFAULT_PART, checksums: bool = True
     ) -> None:
