@@ -10,6 +10,9 @@ Azurite (tests/azurite.py) is the storage account. One server with `--blobs azur
   nor reads or writes any other; the server's log never holds a signature it handed out;
 - a finalize whose size differs from the stored blob, or with nothing stored, leaves no visible entry, and an
   upload never finalized is deleted with its reservation;
+- the CLI's direct saves carry the archive's SHA-256 as blob metadata, which the server records at finalize:
+  a blob changed behind runcache's back fails the CLI's check on a direct and on a proxied download, and the
+  destination stays as it was;
 - two replicas behind nginx over PostgreSQL + Azurite pass a v1 and a v2 save/restore through the balancer.
 
 Needs Azurite, PostgreSQL and nginx (scripts/setup --dev); a missing one fails the module, never skips it.
@@ -34,7 +37,7 @@ from cluster import Replicas, replicas_on
 from direct import blob_route_hits, cli_runner, client_ok, other_path, tree, with_query, workspace
 from helpers import RUNCACHE, ClientRun, Server, run_client
 from pg import Cluster
-from wire import v1_lookup, v1_restore, v1_save, v2_create, v2_finalize, v2_restore, v2_url
+from wire import sha256, v1_lookup, v1_restore, v1_save, v2_create, v2_finalize, v2_restore, v2_url
 
 SECRET = "azure-direct-secret"
 MIB = 1024 * 1024
@@ -151,8 +154,89 @@ def test_cli_round_trip(direct: Server, azurite: Azurite, protocol: str, tmp_pat
         container = azurite.service().get_container_client(azurite.container)
         big = [n for n, size in azurite.blobs(_prefix(direct) + "/").items() if 40 * MIB < size < 128 * MIB]
         assert len(big) == 1, azurite.blobs(_prefix(direct) + "/")
-        committed, _ = container.get_blob_client(big[0]).get_block_list("committed")
+        blob = container.get_blob_client(big[0])
+        committed, _ = blob.get_block_list("committed")
         assert len(committed) >= 2, committed
+        # Put Block List gave the blob the archive's digest.
+        assert blob.get_blob_properties().metadata["sha256"] == sha256(blob.download_blob().readall())
+
+
+def _archives(azurite: Azurite, prefix: str) -> list[str]:
+    """The committed archives under the server's prefix (uploads in flight live deeper), oldest entry first."""
+    names = [n for n in azurite.blobs(prefix + "/") if "/" not in n[len(prefix) + 1 :]]
+    return sorted(names, key=lambda n: int(n.rsplit("/", 1)[1]))
+
+
+def test_cli_saves_carry_their_digest_and_a_changed_archive_is_refused(azurite: Azurite, tmp_path: Path) -> None:
+    """The digest travels with the blob: a download straight from the storage gets it as x-ms-meta-sha256, a
+    proxied one from the entry, which recorded it at finalize. Bytes changed behind runcache's back (here: the
+    blob of another save put in its place, a valid archive) fail the CLI's check, and the destination stays
+    as it was, on both download paths."""
+    from runcache.client.archive import compression_method
+    from runcache.core.version import cache_version
+    from runcache.store.azure import AzureBlobStore
+
+    prefix = f"digest-{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "data"
+    env = {**azurite.env, "RUNCACHE_SECRET": SECRET}
+    blobs = ["--blobs", f"azure://{azurite.container}/{prefix}"]
+    ws, before = workspace(tmp_path)
+    key, other = f"az-digest-{uuid.uuid4().hex[:8]}", f"az-other-{uuid.uuid4().hex[:8]}"
+    server = Server(data, extra_args=[*blobs, "--transfers", "direct"], env=env).start()
+    try:
+        cli = cli_runner(server, ws, tmp_path / "home")
+        assert cli("save", "--path", "deps", "--key", key).returncode == 0
+        (ws / "deps" / "lib0.bin").write_bytes(os.urandom(290_000))  # a smaller archive (padded below)
+        assert cli("save", "--path", "deps", "--key", other).returncode == 0
+        mine, theirs = _archives(azurite, prefix)
+        container = azurite.service().get_container_client(azurite.container)
+        digests = {}
+        for name in (mine, theirs):
+            blob = container.get_blob_client(name)
+            digests[name] = blob.get_blob_properties().metadata["sha256"]
+            assert digests[name] == sha256(blob.download_blob().readall())  # one Put Blob, with the digest
+        assert f"sha256={digests[mine]}" in _log(server)
+        # Another valid archive in place of this entry's, as long (a zstd skippable frame pads it, which
+        # decompressors pass over) so that no size check tells: written with the seal's lease (the account
+        # key's holder can), its metadata kept, so only the digest can tell.
+        store = AzureBlobStore.from_url(f"azure://{azurite.container}/{prefix}", azurite.env)
+        name = mine.rsplit("/", 1)[1]
+        swapped = container.get_blob_client(theirs).download_blob().readall()
+        pad = azurite.blobs(mine)[mine] - len(swapped) - 8
+        assert pad >= 0
+        swapped += b"\x50\x2a\x4d\x18" + pad.to_bytes(4, "little") + bytes(pad)
+        container.get_blob_client(mine).upload_blob(
+            swapped, overwrite=True, metadata={"sha256": digests[mine]}, lease=store._lease_id(name)
+        )
+
+        shutil.rmtree(ws / "deps")
+        (ws / "deps").mkdir()
+        (ws / "deps" / "mine.txt").write_text("kept\n")
+        kept = tree(ws / "deps")
+        got = cli("restore", "--path", "deps", "--key", key)
+        assert "does not match the entry's " + digests[mine] in got.stderr, got.stderr
+        assert "cache-hit=true" not in got.stdout
+        assert tree(ws / "deps") == kept
+    finally:
+        server.stop()
+
+    # The same entries through a server that streams archives itself: the digest comes from the entry.
+    server = Server(data, extra_args=blobs, env=env).start()
+    try:
+        cli = cli_runner(server, ws, tmp_path / "home")
+        url = v2_url(server, server.token(), key, cache_version(["deps"], compression_method()))
+        assert "/runcache/archives/" in url
+        assert httpx.head(url).headers["x-ms-meta-sha256"] == digests[mine]
+        got = cli("restore", "--path", "deps", "--key", key)
+        assert "does not match the entry's " + digests[mine] in got.stderr, got.stderr
+        assert tree(ws / "deps") == kept
+        # An archive whose bytes are what was saved restores, checked against its recorded digest.
+        got = cli("restore", "--path", "deps", "--key", other)
+        assert got.returncode == 0 and "cache-hit=true" in got.stdout, got.stderr
+        restored = tree(ws / "deps")
+        assert restored["lib1.bin"] == before["lib1.bin"] and restored["lib0.bin"] != before["lib0.bin"]
+    finally:
+        server.stop()
 
 
 # --- what a SAS allows ---------------------------------------------------------------------------------------

@@ -328,11 +328,24 @@ class CacheClient:
             raise
 
     def _put_blocks(self, url: str, chunks: Iterator[bytes], progress: Callable[[int], None] | None) -> int:
-        """What the Azure SDK does: one Put Blob when it fits a chunk, else parallel Put Block + Put Block List."""
-        first = next(chunks, b"")
-        second = next(chunks, None)
+        """What the Azure SDK does: one Put Blob when it fits a chunk, else parallel Put Block + Put Block List.
+
+        The blob gets the archive's SHA-256 as metadata `sha256` (with the request that makes it exist), as
+        the blobs runcache writes itself have it: every download, straight from the storage (x-ms-meta-sha256)
+        or through a runcache server (which records it at finalize), is then checked against it."""
+        whole = hashlib.sha256()
+
+        def hashed() -> Iterator[bytes]:
+            # Read in order on this thread (the upload threads only send), so the digest is the archive's.
+            for chunk in chunks:
+                whole.update(chunk)
+                yield chunk
+
+        ordered = hashed()
+        first = next(ordered, b"")
+        second = next(ordered, None)
         if second is None:
-            self._blob_put(url, first, {"x-ms-blob-type": "BlockBlob"})
+            self._blob_put(url, first, {"x-ms-blob-type": "BlockBlob", "x-ms-meta-sha256": whole.hexdigest()})
             if progress:
                 progress(len(first))
             return len(first)
@@ -351,10 +364,11 @@ class CacheClient:
                 {"Content-Length": str(len(body))},
             )
 
-        size = _parallel_upload(itertools.chain((first, second), chunks), put, progress, expect_full_chunks=True)
+        size = _parallel_upload(itertools.chain((first, second), ordered), put, progress, expect_full_chunks=True)
         listed = "".join(f"<Latest>{block_id(i)}</Latest>" for i in range((size + CHUNK_SIZE - 1) // CHUNK_SIZE))
         xml = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{listed}</BlockList>'
-        self._blob_put(f"{url}&comp=blocklist", xml.encode(), {"Content-Type": "application/xml"})
+        headers = {"Content-Type": "application/xml", "x-ms-meta-sha256": whole.hexdigest()}
+        self._blob_put(f"{url}&comp=blocklist", xml.encode(), headers)
         return size
 
     def _blob_put(self, url: str, body: bytes | Iterable[bytes], headers: dict[str, str]) -> None:

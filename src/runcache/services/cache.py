@@ -283,8 +283,11 @@ class CacheService:
         """v2 finalize of an upload the client wrote straight into the blob store: the blob is sealed against
         its upload URL, and the entry becomes visible only once the storage reports exactly `size` bytes
         under its name. The server never saw the bytes, so there is no SHA-256 of its own; what the storage
-        reports (ETag, content MD5) is logged with the commit. A blob of another size is refused and stays
-        invisible; the janitor removes it with the expired reservation."""
+        reports (ETag, content MD5) is logged with the commit. The SHA-256 the uploader put in the blob's
+        metadata (the runcache CLI does) is recorded as it was when sealed, for one use: proxied downloads
+        send it, as direct ones get it from the storage, so the client checks the bytes against it. It
+        decides nothing here (a wrong one only fails downloads of the uploader's own bytes). A blob of
+        another size is refused and stays invisible; the janitor removes it with the expired reservation."""
         if size < 0:
             raise InvalidRequest(f"size must not be negative, got {size}")
         assert isinstance(self.blobs, DirectUploads)
@@ -303,7 +306,7 @@ class CacheService:
             if report.size != size:
                 self.blobs.unseal(str(current.id))
                 raise InvalidRequest(f"upload {current.id}: the stored archive has {report.size} bytes, not {size}")
-            lost = self._claim(current, size, None)
+            lost = self._claim(current, size, report.sha256)
             if lost is not None:
                 return lost
             try:
@@ -314,13 +317,14 @@ class CacheService:
                 raise
             self.staging.discard(current.id)
         log.info(
-            "committed direct upload %s %s key=%s size=%d etag=%s content-md5=%s",
+            "committed direct upload %s %s key=%s size=%d etag=%s content-md5=%s sha256=%s",
             current.id,
             current.scope,
             current.key,
             size,
             report.etag,
             report.content_md5 or "-",
+            report.sha256 or "-",
         )
         self._evict_after_commit(committed)
         return committed

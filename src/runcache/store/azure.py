@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -55,6 +56,7 @@ MAX_SAS_SECONDS = 7 * 24 * 3600
 # SAS start time this far back: a runner's or the storage's clock a little behind ours still accepts it.
 _CLOCK_SKEW = timedelta(minutes=5)
 DEFAULT_SUFFIX = "blob.core.windows.net"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # The SDK logs every request and response at INFO: one line per block or range would drown the server's own
 # log, so only its warnings and errors get through.
@@ -214,7 +216,14 @@ class AzureBlobStore(ObjectBlobStore):
         if props is None:
             return None
         md5 = props.content_settings.content_md5
-        return BlobReport(int(props.size), str(props.etag).strip('"'), base64.b64encode(md5).decode() if md5 else None)
+        claimed = (props.metadata or {}).get("sha256", "")
+        return BlobReport(
+            int(props.size),
+            str(props.etag).strip('"'),
+            base64.b64encode(md5).decode() if md5 else None,
+            # Only a well-formed digest: it goes into the entry and out again in a response header.
+            claimed if _SHA256.fullmatch(claimed) else None,
+        )
 
     def _lease_id(self, name: str) -> str:
         return str(uuid.uuid5(self._lease_namespace, self.key(name)))

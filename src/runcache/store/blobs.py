@@ -65,6 +65,9 @@ class BlobReport:
     size: int
     etag: str
     content_md5: str | None  # base64, when the storage knows it (single-shot uploads)
+    # The `sha256` metadata the uploader gave the blob (lowercase hex), unverified: the server never read
+    # the bytes. It only tells downloaders what to check the bytes against.
+    sha256: str | None = None
 
 
 @runtime_checkable
