@@ -12,16 +12,19 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import (
     DateTime,
+    Dialect,
     Engine,
     Interval,
     String,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -29,6 +32,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    true,
     type_coerce,
     union_all,
     update,
@@ -37,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import CompoundSelect
 
@@ -340,15 +345,22 @@ class MetadataStore:
         for prefix in prefixes:
             check_key_text(prefix)
         ends = [_prefix_end(p) for p in prefixes]
-        params: dict[str, object] = {"repository": fold_repository(repository), "version": version}
-        params |= {"scopes": list(scopes), "keys": list(prefixes)}
-        for i, (p, end) in enumerate(zip(prefixes, ends, strict=True)):
-            params[f"p{i}"], params[f"e{i}"] = p, end
-        stmt = _candidates_statement(self.dialect, tuple(end is not None for end in ends))
+        lookup = _lookup_statement(self.engine.dialect, tuple(end is not None for end in ends), len(scopes))
+        values: dict[str, object] = {"repository": fold_repository(repository), "version": version}
+        values |= {f"s{i}": scope for i, scope in enumerate(scopes)}
+        values |= {f"k{i}": prefix for i, prefix in enumerate(prefixes)}
+        values |= {f"p{i}": prefix for i, prefix in enumerate(prefixes)}
+        values |= {f"e{i}": end for i, end in enumerate(ends) if end is not None}
+        params = tuple(values[name] for name in lookup.names) if lookup.names is not None else values
         seen: dict[int, Candidate] = {}
         with self.engine.connect() as conn:
-            for row in conn.execute(stmt, params):
-                seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], row[4]))
+            if self.dialect == "postgresql":
+                # Autocommit: one read needs no transaction, and without BEGIN/ROLLBACK around it psycopg
+                # keeps the statement it prepared on this connection (it forgets them all at a ROLLBACK).
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            for row in conn.exec_driver_sql(lookup.sql, params):
+                created = lookup.created_at(row[4]) if lookup.created_at else row[4]
+                seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], created))
         return list(seen.values())
 
     def touch(self, entry_id: int) -> bool:
@@ -422,16 +434,24 @@ class MetadataStore:
             where.append(Entry.created_at <= created_before)
         column = {"created_at": Entry.created_at, "last_accessed_at": Entry.last_accessed_at}.get(sort, Entry.size)
         order = [column.asc(), Entry.id.asc()] if direction == "asc" else [column.desc(), Entry.id.desc()]
-        # The page's ids first, then its rows: the ids come from the sort index alone (PostgreSQL: an
-        # index-only scan), so a deep OFFSET skips index entries, not table rows.
-        page = select(Entry.id).where(*where).order_by(*order).offset(offset)
-        if limit is not None:
-            page = page.limit(limit)
-        ids = page.subquery()
-        with self._session() as s:
-            total = s.scalar(select(func.count(Entry.id)).where(*where)) or 0
-            q = select(Entry).join(ids, Entry.id == ids.c.id).order_by(*order)
-            return total, [_info(e) for e in s.scalars(q).all()]
+        if limit is None:
+            # The page's ids first, then its rows: the ids come from the sort index alone (PostgreSQL: an
+            # index-only scan), so a deep OFFSET skips index entries, not table rows.
+            ids = select(Entry.id).where(*where).order_by(*order).offset(offset).subquery()
+            with self._session() as s:
+                total = s.scalar(select(func.count(Entry.id)).where(*where)) or 0
+                q = select(Entry).join(ids, Entry.id == ids.c.id).order_by(*order)
+                return total, [_info(e) for e in s.scalars(q).all()]
+        stmt = _page_statement(self.dialect, where, order, _reverse(order), limit, offset)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        total = rows[0][0]
+        page = [EntryInfo(*r[1:]) for r in rows if r[1] is not None]
+        # The page's first row's position in the order (the same test as the statement's gate): a
+        # backwards walk ends where the page ends or at the last row, so it may begin before the page.
+        before = total - offset - limit
+        first = offset if before >= offset else total - max(before, 0) - len(page)
+        return total, page[max(0, offset - first) :]
 
     def entries_with_key(self, *, repository: str, key: str, ref: str | None = None) -> list[EntryInfo]:
         """Committed entries whose key is exactly `key` (compared as lookups do), in any version."""
@@ -676,21 +696,23 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
-def _candidates_statement(dialect: str, bounded: tuple[bool, ...]) -> CompoundSelect:
-    """The lookup's one statement for this many prefixes (`bounded`: whether each has an upper end),
-    values left as bind parameters. Built once per shape: assembling a union of window queries costs
-    more Python time than SQLite takes to run it, and 16 concurrent lookups share one interpreter."""
+def _candidates_statement(dialect: str, bounded: tuple[bool, ...], scopes: int) -> CompoundSelect:
+    """The lookup's one statement for this many prefixes (`bounded`: whether each has an upper end) and
+    scopes, values left as bind parameters: repository, version, s<i> (scopes), k<i> (the prefixes as
+    exact keys), p<i> and e<i> (each prefix and its `_prefix_end`)."""
     cols = (Entry.id, Entry.scope, Entry.key, Entry.version, Entry.created_at)
     # The columns of ix_entry_committed_lookup in order, its predicate as a literal: each part reads only
-    # index entries of this repository, version and scopes, exact keys or one key range.
+    # index entries of this repository, version and scopes, exact keys or one key range. One parameter
+    # per scope and key rather than an expanding IN: the SQL text is then fixed for the shape, so it can
+    # be compiled once (`_lookup_statement`) and prepared once per connection by PostgreSQL.
     base = (
-        func.lower(Entry.repository) == bindparam("repository"),
-        Entry.version == bindparam("version"),
-        Entry.scope.in_(bindparam("scopes", expanding=True)),
+        func.lower(Entry.repository) == bindparam("repository", type_=String()),
+        Entry.version == bindparam("version", type_=String()),
+        Entry.scope.in_([bindparam(f"s{i}", type_=String()) for i in range(scopes)]),
         _COMMITTED_ONLY,
     )
-    parts = [select(*cols).where(*base, Entry.key_folded.in_(bindparam("keys", expanding=True)))]
+    keys = [bindparam(f"k{i}", type_=String()) for i in range(len(bounded))]
+    parts = [select(*cols).where(*base, Entry.key_folded.in_(keys))]
     for i, has_end in enumerate(bounded):
         rank = (
             func.row_number()
@@ -701,8 +723,27 @@ def _candidates_statement(dialect: str, bounded: tuple[bool, ...]) -> CompoundSe
         # Ranked on ids alone, from columns the index holds (SQLite then never reads the matches' rows);
         # only the winners' rows are read, by id.
         ranked = select(Entry.id, rank).where(*base, *_starts_with(Entry.key_folded, start, end, dialect)).subquery()
-        parts.append(select(*cols).join(ranked, Entry.id == ranked.c.id).where(ranked.c.rank == 1))
+        # The 1 written out: every value the statement takes is one of the lookup's parameters.
+        parts.append(select(*cols).join(ranked, Entry.id == ranked.c.id).where(ranked.c.rank == literal_column("1")))
     return union_all(*parts)
+
+
+class _Lookup(NamedTuple):
+    sql: str  # in the driver's own parameter style
+    names: tuple[str, ...] | None  # the parameters' order for a positional style (SQLite's qmark), else None
+    created_at: Callable[[object], object] | None  # the driver's created_at value -> datetime, if needed
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup_statement(dialect: Dialect, bounded: tuple[bool, ...], scopes: int) -> _Lookup:
+    """`_candidates_statement` compiled once per shape to the driver's SQL. A lookup then skips
+    SQLAlchemy's per-call work (cache key, expanding IN, parameter and result processing): about as
+    much Python time as SQLite takes to run the statement, and 16 concurrent lookups share one
+    interpreter. Only created_at needs converting (SQLite returns it as text)."""
+    compiled = _candidates_statement(dialect.name, bounded, scopes).compile(dialect=dialect)
+    names = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup is not None else None
+    created_at = Entry.created_at.type.dialect_impl(dialect).result_processor(dialect, None)
+    return _Lookup(str(compiled), names, created_at)
 
 
 def _starts_with(column, prefix, end, dialect: str) -> list:
@@ -715,6 +756,69 @@ def _starts_with(column, prefix, end, dialect: str) -> list:
     else:
         ge, lt = column.__ge__, column.__lt__
     return [ge(prefix)] if end is None else [ge(prefix), lt(end)]
+
+
+_ENTRY_COLUMNS = (
+    Entry.id,
+    Entry.repository,
+    Entry.scope,
+    Entry.key,
+    Entry.version,
+    Entry.state,
+    Entry.declared_size,
+    Entry.size,
+    Entry.sha256,
+    Entry.created_at,
+    Entry.last_accessed_at,
+    Entry.reserved_at,
+    Entry.owner,
+    Entry.node,
+)  # EntryInfo's fields, in order
+
+
+def _reverse(order: list) -> list:
+    """The same order walked from the other end (`order` is [column.asc(), id.asc()] or both desc)."""
+    return [o.element.desc() if o.modifier is operators.asc_op else o.element.asc() for o in order]
+
+
+def _page_statement(dialect: str, where: list, order: list, backwards: list, limit: int, offset: int):
+    """One statement for a list page and the total: rows (total, *EntryInfo fields) in the page's order,
+    or a single (total, NULL, ...) row when the page is empty.
+
+    A page's ids come from the sort index (PostgreSQL: index-only), walked from whichever end is nearer:
+    OFFSET skips index entries one by one, so the last page of 100,000 entries walked all of them. Walked
+    backwards, the page is rows total - offset - limit .. total - offset - 1 of the reversed order (the
+    order is total: the id breaks ties), clipped at its start. Only one of the two walks runs: the other
+    is gated on the count (see `gate`). The count and the page are one statement, hence one snapshot: a
+    concurrent insert or delete cannot shift the backwards page against the total it was computed from."""
+    counted = select(func.count(Entry.id).label("total")).where(*where).cte("counted")
+    total = select(counted.c.total).scalar_subquery()
+    before = total - literal(offset) - literal(limit)  # rows after the page, in the page's order
+    backwards_from_end = before < literal(offset)
+
+    def gate(walk, when):
+        # PostgreSQL: a WHERE term on the count alone is a one-time filter, and LIMIT stays the page size,
+        # a constant, so the planner expects at most 2 x limit ids and reads their rows by primary key (an
+        # expression as LIMIT made it merge-join the whole table). SQLite tests such a term on every index
+        # entry it walks, so there the walk not taken gets LIMIT 0 and stops before its first entry.
+        if dialect == "postgresql":
+            return walk.where(when).limit(limit)
+        return walk.limit(case((when, literal(limit)), else_=literal(0)))
+
+    forwards = gate(select(Entry.id).where(*where).order_by(*order).offset(offset), ~backwards_from_end)
+    # Walking backwards from a page that runs past the end (before < 0) starts at the last row and may
+    # return up to `limit` rows, some preceding the page; `query_entries` drops them.
+    backward = gate(
+        select(Entry.id).where(*where).order_by(*backwards).offset(case((before > 0, before), else_=literal(0))),
+        backwards_from_end,
+    )
+    ids = union_all(select(forwards.subquery().c.id), select(backward.subquery().c.id)).subquery("page_ids")
+    page = select(*_ENTRY_COLUMNS).join(ids, Entry.id == ids.c.id).subquery("page")
+    by = {c.key: page.c[c.key] for c in _ENTRY_COLUMNS}
+    page_order = [
+        by[o.element.key].asc() if o.modifier is operators.asc_op else by[o.element.key].desc() for o in order
+    ]
+    return select(counted.c.total, *page.c).select_from(counted.outerjoin(page, true())).order_by(*page_order)
 
 
 def _owned_by(owner: str):
