@@ -58,19 +58,20 @@ import gzip
 import os
 import queue
 import shutil
-import signal
 import stat
 import struct
 import tempfile
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
+
+from runcache.client.interrupt import signals_held
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -134,11 +135,8 @@ _BATCH_FILES = 32  # files per hand-over: one queue round trip for many small fi
 _BATCH_BYTES = 1 << 20
 _INFLIGHT_BYTES = 32 << 20  # bodies handed over and not yet written: the memory the writers may hold
 _INFLIGHT_FILES = 256  # open descriptors handed over and not yet closed (well below a 1024 fd limit)
-# Off by default for now: in one of two clean-clone CI runs a real `runcache restore` interrupted at a
-# random point (tests/integration/test_restore_interrupt.py) did not exit within 120 s, and the threaded
-# hand-over is the newest code on that path. The writers stay tested (tests/unit/test_extract_parallel.py,
-# explicit counts) until the hang is found; 4 is what measured fastest.
-DEFAULT_WRITERS = 0
+_WRITER_JOIN_SECONDS = 30
+DEFAULT_WRITERS = 4  # what measured fastest on 2 cores (bench/client.py); more only add switching
 _WFLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _STREAM_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, gzip.BadGzipFile)
@@ -184,7 +182,7 @@ def extract_tar_stream(
             ex.finish_staging()
             if before_commit is not None:
                 before_commit()
-            with _signals_held():
+            with signals_held():
                 try:
                     ex.commit()
                     committed = True
@@ -192,44 +190,12 @@ def extract_tar_stream(
                     ex.cleanup()
             return ex.report()
         finally:
-            with _signals_held():
+            with signals_held():
                 ex.cleanup()
     except KeyboardInterrupt as exc:
         if committed and not isinstance(exc, InterruptedAfterCommit):
             raise InterruptedAfterCommit(*exc.args) from exc
         raise
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends, then are delivered as they would have been.
-
-    The commit's renames and their rollback, and the removal of staging, must not stop half-way: a
-    KeyboardInterrupt between a rename and its undo record would leave a half-moved destination, and one in
-    the middle of removing staging would leave it behind. Only the main thread receives signals, so
-    elsewhere there is nothing to hold."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous: dict[int, object] = {}
-
-    def hold(signum: int, _frame: object) -> None:
-        held.append(signum)
-
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handler = signal.getsignal(sig)
-            if handler is signal.SIG_IGN or handler is None:  # ignored stays ignored; None: not Python's to set
-                continue
-            previous[sig] = handler
-            signal.signal(sig, hold)
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        for sig in dict.fromkeys(held):
-            signal.raise_signal(sig)
 
 
 # ----------------------------------------------------------------------------------------------- stream reading
@@ -403,17 +369,27 @@ class _Writers:
     in flight, and `settle()` waits until every file handed over is complete. The first error a writer
     meets is raised on the calling thread at its next hand-over or settle; after it (or after `close()`)
     the writers only close the descriptors they are given.
+
+    Why no lock, Condition or queue.Queue on the calling thread: SIGINT/SIGTERM raise KeyboardInterrupt
+    there between any two bytecodes, also inside threading.Condition.__enter__ right after it took its
+    lock, which then stays taken for good - a writer waiting for it never ends and `close()` would wait
+    for that writer forever (a real interrupted restore hung like this). So the two directions are C-level
+    SimpleQueues, whose put/get either happen whole or not at all, the in-flight counts belong to the
+    calling thread alone, and a batch is a list the writers *pop* from: if an interrupt lands after a batch
+    was queued but before the calling thread forgot it, `close()` hands the same list over again and
+    every descriptor in it is still closed exactly once.
     """
 
     def __init__(self, count: int) -> None:
         self._count = count
         self._threads: list[threading.Thread] = []
-        self._queue: queue.SimpleQueue[list[tuple[int, bytes, int, int]] | None] = queue.SimpleQueue()
-        self._cv = threading.Condition()
-        self._bytes = 0  # in flight, under _cv
+        self._work: queue.SimpleQueue[list[tuple[int, bytes, int, int]] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[int, int, BaseException | None]] = queue.SimpleQueue()
+        self._bytes = 0  # in flight: handed over, completion not yet collected (calling thread only)
         self._files = 0
         self._error: BaseException | None = None
-        self._stop = False
+        self._stop = False  # set once by the calling thread; writers then only close descriptors
+        self._failed = False  # set once by a writer; the others stop writing too
         self._batch: list[tuple[int, bytes, int, int]] = []
         self._batch_bytes = 0
 
@@ -428,30 +404,48 @@ class _Writers:
         batch, nbytes = self._batch, self._batch_bytes
         if not batch:
             return
-        self._batch, self._batch_bytes = [], 0
-        with self._cv:
-            while (
-                self._error is None
-                and self._files
-                and (self._bytes + nbytes > _INFLIGHT_BYTES or self._files + len(batch) > _INFLIGHT_FILES)
-            ):
-                self._cv.wait()
-            self._bytes += nbytes
-            self._files += len(batch)
-        self._queue.put(batch)
+        while (
+            self._error is None
+            and self._files
+            and (self._bytes + nbytes > _INFLIGHT_BYTES or self._files + len(batch) > _INFLIGHT_FILES)
+        ):
+            self._collect(block=True)
+        self._raise()
         if len(self._threads) < self._count:
-            t = threading.Thread(target=self._run, name=f"extract-writer-{len(self._threads)}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._start()
+        self._bytes += nbytes
+        self._files += len(batch)
+        self._work.put(batch)
+        self._batch, self._batch_bytes = [], 0
+        self._collect(block=False)
         self._raise()
 
     def settle(self) -> None:
         """Return once every file handed over is written and closed; raise a writer's error."""
         self.flush()
-        with self._cv:
-            while self._files:
-                self._cv.wait()
+        while self._files:
+            self._collect(block=True)
         self._raise()
+
+    def _collect(self, *, block: bool) -> None:
+        while True:
+            try:
+                nbytes, nfiles, error = self._done.get() if block else self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._bytes -= nbytes
+            self._files -= nfiles
+            if error is not None and self._error is None:
+                self._error = error
+            if block:
+                return
+
+    def _start(self) -> None:
+        # Thread.start() waits on an Event (a Condition) for the thread to run: no interrupt inside it.
+        with signals_held():
+            t = threading.Thread(target=self._run, name=f"extract-writer-{len(self._threads)}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -459,36 +453,51 @@ class _Writers:
 
     def close(self) -> None:
         """Stop: files not yet written are closed unwritten (staging is about to be removed)."""
-        for fd, *_ in self._batch:
-            os.close(fd)
-        self._batch = []
         self._stop = True
+        _close_all(self._batch)  # also correct if a writer is popping the same list (see the class doc)
+        self._batch = []
         for _ in self._threads:
-            self._queue.put(None)
+            self._work.put(None)
         for t in self._threads:
-            t.join()
+            # A writer finishes its current batch (at most _INFLIGHT_BYTES between them all) and then
+            # only closes descriptors; the bound is for a write the kernel never returns from (a dead
+            # NFS server): staging is removed anyway and that write lands in an unlinked file.
+            t.join(_WRITER_JOIN_SECONDS)
         self._threads = []
 
     def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            nbytes = 0
-            for fd, data, mode, mtime in batch:
-                nbytes += len(data)
+        while (batch := self._work.get()) is not None:
+            nbytes = nfiles = 0
+            error: BaseException | None = None
+            while batch:
                 try:
-                    if not self._stop and self._error is None:
+                    fd, data, mode, mtime = batch.pop()
+                except IndexError:  # the calling thread's close() emptied it meanwhile
+                    break
+                nbytes += len(data)
+                nfiles += 1
+                try:
+                    if not (self._stop or self._failed or error):
                         _write_all(fd, data)
                         os.fchmod(fd, mode)
                         os.utime(fd, ns=(mtime, mtime))
                 except BaseException as exc:  # kept for the calling thread, which raises it
-                    with self._cv:
-                        if self._error is None:
-                            self._error = exc
+                    error = exc
+                    self._failed = True
                 finally:
-                    os.close(fd)
-            with self._cv:
-                self._bytes -= nbytes
-                self._files -= len(batch)
-                self._cv.notify_all()
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._done.put((nbytes, nfiles, error))
+
+
+def _close_all(batch: list[tuple[int, bytes, int, int]]) -> None:
+    while batch:
+        try:
+            fd = batch.pop()[0]
+        except IndexError:
+            return
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class _Root:

@@ -52,3 +52,36 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then are delivered as they would have been.
+
+    For work that must not stop half-way. An extraction's commit and cleanup: a KeyboardInterrupt between
+    a rename and its undo record would leave a half-moved destination, and one in the middle of removing
+    staging would leave it behind. Starting a thread: Thread.start() waits on a Condition, and an interrupt
+    just after that took its lock would keep the lock taken and the new thread from ever running. Only the
+    main thread receives signals, so elsewhere there is nothing to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, object] = {}
+
+    def hold(signum: int, _frame: object) -> None:
+        held.append(signum)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if handler is signal.SIG_IGN or handler is None:  # ignored stays ignored; None: not Python's to set
+                continue
+            previous[sig] = handler
+            signal.signal(sig, hold)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)

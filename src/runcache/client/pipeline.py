@@ -10,6 +10,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from runcache.client.interrupt import signals_held
+
 _END = object()
 
 
@@ -24,17 +26,28 @@ def background(
 
     When the consumer stops early (an unsafe archive, an error), the producer thread notices within
     a fraction of a second and ends; `on_exit` runs on that thread either way (e.g. to close a socket).
+
+    Why two SimpleQueues and a plain flag instead of queue.Queue and an Event: the consumer is the main
+    thread, where Ctrl-C/SIGTERM raise KeyboardInterrupt between any two bytecodes, also inside
+    threading.Condition.__enter__ right after it took its lock (queue.Queue and Event are built on
+    Conditions). That lock then stays taken and the producer blocks on it for good. SimpleQueue's put/get
+    are C calls that happen whole or not at all. `slots` holds one token per free place: the producer
+    takes one before it hands an item over and the consumer gives it back once it took the item.
     """
-    q: queue.Queue[object] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    items: queue.SimpleQueue[object] = queue.SimpleQueue()
+    slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+    for _ in range(depth):
+        slots.put(None)
+    stopped = False
 
     def offer(item: object) -> bool:
-        while not stop.is_set():
+        while not stopped:
             try:
-                q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
+                slots.get(timeout=0.2)
+            except queue.Empty:
                 continue
+            items.put(item)
+            return True
         return False
 
     def pump() -> None:
@@ -49,14 +62,17 @@ def background(
             if on_exit is not None:
                 on_exit()
 
-    threading.Thread(target=pump, name=name, daemon=True).start()
     try:
+        with signals_held():
+            threading.Thread(target=pump, name=name, daemon=True).start()
         while True:
-            item = q.get()
+            item = items.get()
+            slots.put(None)
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise StageError(f"{name} failed: {item}") from item
             yield item  # type: ignore[misc]
     finally:
-        stop.set()
+        stopped = True
+        slots.put(None)  # a producer waiting for a place wakes now, not at its next timeout, and sees `stopped`
