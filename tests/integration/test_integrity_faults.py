@@ -157,7 +157,20 @@ def test_a_full_disk_keeps_restores_working_refuses_saves_clearly_and_survives_a
         # An upload in flight when the disk fills: the janitor must free it although the database is full.
         pending = v1_reserve(srv, tok, "pending", None).json()["cacheId"]
         assert v1_patch(srv, tok, pending, 0, os.urandom(MiB)).status_code == 204
+        # Blocks staged while there was room, small enough to be joined into one file at Put Block List.
+        listing = v2_create(srv, tok, "listed")
+        block_ids = put_blocks(listing["signed_upload_url"], [os.urandom(4096) for _ in range(300)])
         filler = fill(small_volume)
+
+        # The block list finds no room: a 507 in Azure's shape, and the upload is dropped at once (its
+        # blocks are what fills the disk, and the same list would be refused again).
+        listed = put_block_list(listing["signed_upload_url"], block_ids)
+        assert listed.status_code == 507 and "cache storage full" in listed.text, listed.text
+        assert listed.headers["x-ms-error-code"] == "InsufficientStorage"
+        assert (
+            httpx.put(listing["signed_upload_url"] + "&comp=block&blockid=" + block_ids[0], content=b"x").status_code
+            == 404
+        )
 
         # Restores keep working although their access time cannot be written.
         assert v1_restore(srv, tok, "kept") == kept
@@ -177,6 +190,9 @@ def test_a_full_disk_keeps_restores_working_refuses_saves_clearly_and_survives_a
         # Space comes back: saving works again, and the old upload's key is free.
         filler.unlink()
         v1_save(srv, tok, "pending", b"now it fits")
+        # The dropped block upload's key is free (its row goes with the drop, or with the janitor once the
+        # database can be written again).
+        assert wait_for(lambda: v2_create(srv, tok, "listed")["ok"]), "the dropped upload still holds its key"
         assert v1_restore(srv, tok, "pending") == b"now it fits"
         assert v1_restore(srv, tok, "kept") == kept
         assert "Traceback" not in srv.log_path.read_text()  # type: ignore[union-attr]

@@ -143,8 +143,11 @@ def test_a_full_store_answers_507_on_every_path_and_loses_nothing(
     _full(v1_commit(server, token, patch_id, len(staged)))
     assert v1_lookup(server, token, patch_key).status_code == 204
     assert v1_reserve(server, token, patch_key, None).status_code == 201
-    # Put Block List: the list itself finds no room.
-    _full(put_block_list(block_url, [block_id(0)]))
+    # Put Block List: the list itself finds no room. The upload is dropped (as for a body), its key free.
+    listed = put_block_list(block_url, [block_id(0)])
+    _full(listed)
+    assert listed.headers["x-ms-error-code"] == "InsufficientStorage", listed.headers
+    _key_is_free(server, token, block_key)
     # Bodies: a Put Blob, a Put Block, a v1 chunk. Each upload is dropped at once, its key free again.
     for kind in ("blob", "block"):
         key = f"body-{kind}-{run}"

@@ -27,7 +27,8 @@ _TABLE: list[tuple[type[CacheError], int, str, str]] = [
     (AlreadyExists, 409, "already_exists", "BlobAlreadyExists"),
     (UploadBusy, 409, "failed_precondition", "ConditionNotMet"),
     (UploadElsewhere, 409, "failed_precondition", "ConditionNotMet"),
-    (StorageFull, 507, "resource_exhausted", "InsufficientAccountPermissions"),
+    # Azure has no code for a full store (a real account does not fill up); the 507 reason phrase says it.
+    (StorageFull, 507, "resource_exhausted", "InsufficientStorage"),
     (TooManyUploads, 429, "resource_exhausted", "ServerBusy"),
     (EntryTooLarge, 413, "invalid_argument", "RequestBodyTooLarge"),
     (IncompleteUpload, 400, "failed_precondition", "InvalidBlobOrBlock"),

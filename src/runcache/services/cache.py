@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from runcache.core.entries import COMMITTED, COMMITTING, UPLOADING, EntryInfo
-from runcache.core.errors import IncompleteUpload, InvalidRequest, NotFound, UploadBusy, UploadElsewhere
+from runcache.core.errors import IncompleteUpload, InvalidRequest, NotFound, StorageFull, UploadBusy, UploadElsewhere
 from runcache.core.eviction import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_STORAGE_LIMIT_GB,
@@ -244,19 +244,28 @@ class CacheService:
         )
 
     def put_block_list(self, entry: EntryInfo, block_ids: list[str]) -> int:
-        size = self.staging.commit_blocks(entry.id, block_ids, max_blocks=self.upload_limits.max_blocks_per_upload)
+        try:
+            size = self.staging.commit_blocks(entry.id, block_ids, max_blocks=self.upload_limits.max_blocks_per_upload)
+        except StorageFull:
+            # As for a body refused for space: the staged blocks are what fills the store, and the same list
+            # would be refused again, so the upload goes now and its key is free for a later save.
+            self._drop_for_space(entry.id)
+            raise
         check_upload_end(size, entry.declared_size, self._entry_cap(entry.repository))
         return size
 
     def drop_if_out_of_space(self, upload_id: int) -> None:
         """An upload stopped at the free-space floor is dropped at once: its bytes are what fills the disk."""
         if self.staging.dropped_for_space(upload_id):
-            self.staging.discard(upload_id)
-            try:
-                self.metadata.abort(upload_id)
-            except Exception:  # the janitor removes the row once the database can be written again
-                log.warning("upload %s dropped for space; its row is removed later", upload_id)
-            log.warning("upload %s dropped: the disk reached its free-space floor", upload_id)
+            self._drop_for_space(upload_id)
+
+    def _drop_for_space(self, upload_id: int) -> None:
+        self.staging.discard(upload_id)
+        try:
+            self.metadata.abort(upload_id)
+        except Exception:  # the janitor removes the row once the database can be written again
+            log.warning("upload %s dropped for space; its row is removed later", upload_id)
+        log.warning("upload %s dropped: the storage is out of space", upload_id)
 
     def commit_upload(self, identity: Identity, upload_id: int, size: int) -> EntryInfo:
         """v1 commit by id: the caller's own upload, or the entry a previous identical commit made."""

@@ -13,6 +13,7 @@ still writes to it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -398,28 +399,37 @@ class Staging:
                             total += len(block)
                             if out is not None:
                                 out.write(block)
+                if out is not None:
+                    out.close()  # a full disk may refuse only the last buffered write, here
             except OSError as exc:
                 joined.unlink(missing_ok=True)
                 raise _storage_error(exc) from exc
             finally:
+                # Only ever reached with the file closed or an exception on its way: a close that fails
+                # flushing what a full disk refused must not replace it.
                 if out is not None:
-                    out.close()
+                    with contextlib.suppress(OSError):
+                        out.close()
             with self._lock:
-                (folder / "data").unlink(missing_ok=True)
-                if join:
-                    os.replace(joined, folder / "data")
-                    (folder / "blocklist").unlink(missing_ok=True)
-                    listed: set[str] = set()
-                else:
-                    (folder / "blocklist").write_text("".join(f"{n}\n" for n in names))
-                    listed = set(names)
-                for p in blocks.iterdir():
-                    if p.name not in listed and not p.name.endswith(".part"):
-                        p.unlink(missing_ok=True)
-                st = self._state(upload_id)
-                st.blocks = {n: s for n, s in zip(names, sizes, strict=True) if n in listed}
-                (folder / "ranges").write_text(f"0 {total}\n" if total else "")
-                (folder / "sha256").write_text(f"{total} {digest.hexdigest()}\n")
+                try:
+                    (folder / "data").unlink(missing_ok=True)
+                    if join:
+                        os.replace(joined, folder / "data")
+                        (folder / "blocklist").unlink(missing_ok=True)
+                        listed: set[str] = set()
+                    else:
+                        (folder / "blocklist").write_text("".join(f"{n}\n" for n in names))
+                        listed = set(names)
+                    for p in blocks.iterdir():
+                        if p.name not in listed and not p.name.endswith(".part"):
+                            p.unlink(missing_ok=True)
+                    st = self._state(upload_id)
+                    st.blocks = {n: s for n, s in zip(names, sizes, strict=True) if n in listed}
+                    (folder / "ranges").write_text(f"0 {total}\n" if total else "")
+                    (folder / "sha256").write_text(f"{total} {digest.hexdigest()}\n")
+                except OSError as exc:
+                    # Half applied: the service drops an upload refused for space (CacheService.put_block_list).
+                    raise _storage_error(exc) from exc
             return total
         finally:
             self._release(upload_id)
