@@ -9,6 +9,7 @@ import itertools
 import re
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text, update
+from sqlalchemy.pool import NullPool
 
 import runcache.store.metadata as metadata_module
 from runcache.cli import main as cli_main
@@ -568,3 +570,61 @@ def test_an_unreachable_database_is_one_line_without_the_password(capsys: pytest
     assert "hunter2" not in err and "Traceback" not in err
     with pytest.raises(ValueError, match="not mysql"):
         MetadataStore("mysql://u@localhost/x")
+
+
+# --- connections the database dropped -----------------------------------------------------------------
+
+
+def _drop_connections(m: MetadataStore) -> None:
+    """What a database restart or failover does to a replica's pool: every session of the database ends
+    (ended from a connection of its own, so none of the pool's survives)."""
+    admin = create_engine(m.engine.url, poolclass=NullPool)
+    try:
+        with admin.begin() as conn:
+            ended = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert ended >= 1
+    finally:
+        admin.dispose()
+
+
+def test_dropped_connections_cost_no_request_and_busy_ones_no_ping(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metadata_module, "PING_AFTER_IDLE_SECONDS", 0.3)
+    m = MetadataStore(pg_url)
+    try:
+        entry_id = save(m, "linux-npm-1")
+        pings: list[int] = []
+        real_ping = m.engine.dialect.do_ping
+        monkeypatch.setattr(m.engine.dialect, "do_ping", lambda conn: pings.append(1) or real_ping(conn))
+
+        def lookup() -> list[int]:
+            found = m.candidates(repository="octo/app", version=V, scopes=[MAIN], prefixes=["linux-npm-1"])
+            return [c.id for c in found]
+
+        # Busy: a connection back in the pool a moment ago is handed out again without a round trip.
+        assert lookup() == [entry_id]
+        pings.clear()
+        for _ in range(5):
+            assert lookup() == [entry_id]
+        assert pings == []
+
+        # Dropped while in the pool, used again at once (no ping): the lookup retries on a new connection.
+        _drop_connections(m)
+        assert lookup() == [entry_id]
+
+        # Dropped, then idle past the threshold: the ping finds it dead and the pool opens another, so a
+        # write (which is not retried) succeeds too.
+        _drop_connections(m)
+        time.sleep(0.5)
+        pings.clear()
+        second = reserve(m, "linux-npm-2")
+        assert pings, "an idle connection was handed out without a ping"
+        assert m.get(second) is not None
+    finally:
+        m.close()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy import (
     DateTime,
@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement
@@ -65,6 +65,7 @@ from runcache.store import migrations
 from runcache.store.models import Entry, RepositoryPolicy
 
 log = logging.getLogger("runcache.metadata")
+_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -352,16 +353,21 @@ class MetadataStore:
         values |= {f"p{i}": prefix for i, prefix in enumerate(prefixes)}
         values |= {f"e{i}": end for i, end in enumerate(ends) if end is not None}
         params = tuple(values[name] for name in lookup.names) if lookup.names is not None else values
-        seen: dict[int, Candidate] = {}
-        with self.engine.connect() as conn:
-            if self.dialect == "postgresql":
-                # Autocommit: one read needs no transaction, and without BEGIN/ROLLBACK around it psycopg
-                # keeps the statement it prepared on this connection (it forgets them all at a ROLLBACK).
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            for row in conn.exec_driver_sql(lookup.sql, params):
-                created = lookup.created_at(row[4]) if lookup.created_at else row[4]
-                seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], created))
-        return list(seen.values())
+
+        def read() -> list[Candidate]:
+            seen: dict[int, Candidate] = {}
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    # Autocommit: one read needs no transaction, and without BEGIN/ROLLBACK around it
+                    # psycopg keeps the statement it prepared on this connection (it forgets them all at
+                    # a ROLLBACK).
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                for row in conn.exec_driver_sql(lookup.sql, params):
+                    created = lookup.created_at(row[4]) if lookup.created_at else row[4]
+                    seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], created))
+            return list(seen.values())
+
+        return _retry_once_if_disconnected(read)
 
     def touch(self, entry_id: int) -> bool:
         """Record a use for LRU and retention. Best effort: a database that cannot take the write
@@ -668,10 +674,54 @@ def open_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     if pool_size < 1:
         raise ValueError(f"the database pool size must be at least 1, got {pool_size}")
     pooling = {"pool_size": pool_size, "max_overflow": pool_size} if backend == "postgresql" else {}
-    engine = create_engine(url, pool_pre_ping=True, **pooling)
+    engine = create_engine(url, **pooling)
+    _ping_when_idle(engine)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+# A pooled connection unused for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pool_pre_ping, for connections that sat idle only. pool_pre_ping costs a round trip
+    on every checkout — on PostgreSQL as much again as the lookup it precedes, and what 16 busy clients
+    queue on. A connection back in the pool a moment ago has just worked; one idle for a while may have
+    been cut by a database restart, a failover or an idle timeout, and is the one worth a ping. A
+    connection that breaks in that moment fails its statement as a disconnect, which makes SQLAlchemy
+    invalidate the pool's older connections; lookups retry once on that (`_retry_once_if_disconnected`),
+    so a database restart costs them nothing."""
+
+    def checkin(_dbapi_conn, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_conn, record, _proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # new connections have just been opened; recent ones have just worked
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another (a fresh one if need be).
+            raise DisconnectionError(f"pooled connection lost while idle: {exc}") from exc
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
+
+
+def _retry_once_if_disconnected(read: Callable[[], _T]) -> _T:
+    """Run a read again once if its connection turned out dead (the database restarted since the
+    connection was last used): SQLAlchemy has invalidated the pool by then, so the second try gets a
+    live connection. Only for reads: a write that failed there may or may not have landed."""
+    try:
+        return read()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.info("metadata database connection lost, retrying the read on a new one: %s", exc.orig)
+        return read()
 
 
 def _in_repository(repository: str) -> list:
