@@ -6,11 +6,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from helpers import stop_service
+from helpers import stop_service, wait_until_up
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 # Azurite's one built-in account and its published key (not a secret: every emulator has it).
@@ -63,20 +62,12 @@ class Azurite:
         args += ["--extentMemoryLimit", str(self.memory_mb), "--skipApiVersionCheck", "--loose", "--disableTelemetry"]
         self.log = open(self.dir / "azurite.log", "wb")  # noqa: SIM115 - open for the server's lifetime
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                self.service().create_container(self.container)
-                return self
-            except Exception as exc:  # not up yet
-                last = exc
-            time.sleep(0.3)
+        failure = wait_until_up(self.proc, lambda: self.service().create_container(self.container) or True, timeout)
+        if failure is None:
+            return self
         tail = (self.dir / "azurite.log").read_text(errors="replace")[-2000:]
         self.stop()
-        raise AzuriteMissing(f"Azurite did not start ({last}); is scripts/setup --dev done? Log:\n{tail}")
+        raise AzuriteMissing(f"Azurite did not start ({failure}); is scripts/setup --dev done? Log:\n{tail}")
 
     def service(self) -> Any:
         from azure.storage.blob import BlobServiceClient

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -187,6 +188,23 @@ def serve_stand_in(handler: type[StandIn]) -> tuple[ThreadingHTTPServer, str]:
     httpd.block_on_close = False
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def wait_until_up(proc: subprocess.Popen, probe: Callable[[], bool], timeout: float) -> Exception | None:
+    """Call `probe` every 0.3 s until it says the service a test started is up (None), the process exits or
+    `timeout` passes (the probe's last exception, to explain why; a probe that raises is not up yet)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = RuntimeError(f"not up within {timeout:g} s")
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return RuntimeError(f"exited with status {proc.returncode}")
+        try:
+            if probe():
+                return None
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.3)
+    return last
 
 
 def stop_service(proc: subprocess.Popen | None, log: IO[bytes] | None, folder: Path) -> None:

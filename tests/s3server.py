@@ -9,11 +9,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from helpers import stop_service
+from helpers import stop_service, wait_until_up
 
 ACCESS_KEY = "runcache-test"
 SECRET_KEY = "runcache-test-secret"
@@ -95,21 +94,14 @@ class SeaweedFS:
             args.append(f"-volume.max={self.volumes}")
         self.log = open(self.dir / "weed.log", "wb")  # noqa: SIM115 - open for the server's lifetime
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                buckets = [b["Name"] for b in self.client().list_buckets()["Buckets"]]
-                if self.bucket in buckets:
-                    return self
-            except Exception as exc:  # not up yet
-                last = exc
-            time.sleep(0.3)
+        failure = wait_until_up(
+            self.proc, lambda: self.bucket in [b["Name"] for b in self.client().list_buckets()["Buckets"]], timeout
+        )
+        if failure is None:
+            return self
         tail = (self.dir / "weed.log").read_text(errors="replace")[-2000:]
         self.stop()
-        raise S3Missing(f"SeaweedFS did not start ({last}); is scripts/setup --dev done? Log:\n{tail}")
+        raise S3Missing(f"SeaweedFS did not start ({failure}); is scripts/setup --dev done? Log:\n{tail}")
 
     def client(self) -> Any:
         import boto3
