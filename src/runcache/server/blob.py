@@ -11,7 +11,7 @@ from datetime import UTC
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from runcache.auth.signing import DOWNLOAD, UPLOAD
@@ -19,7 +19,7 @@ from runcache.core.errors import CacheError, InvalidRequest, NotFound
 from runcache.core.ranges import RangeNotSatisfiable, parse_range
 from runcache.server.common import ACCOUNT, ARCHIVES, UPLOADS, read_capped, state
 from runcache.server.errors import classify
-from runcache.server.streams import receive_into
+from runcache.server.streams import DownloadResponse, receive_into
 from runcache.services.cache import CacheService
 from runcache.store.uploads import UploadWriter
 
@@ -167,9 +167,7 @@ async def get(request: Request) -> Response:
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(b"", status_code=status, headers=headers, media_type="application/octet-stream")
-    return StreamingResponse(
-        svc.open_download(entry, start, end), status_code=status, headers=headers, media_type="application/octet-stream"
-    )
+    return DownloadResponse(svc.open_download(entry, start, end), status_code=status, headers=headers)
 
 
 routes = [

@@ -6,10 +6,10 @@ stores later) implements these few calls, and policies such as eviction live out
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,16 @@ class BlobStore(Protocol):
         """Every blob with the seconds since it was stored, for garbage collection."""
 
     def stats(self) -> BlobStats: ...
+
+
+@runtime_checkable
+class FileSpans(Protocol):
+    """What `open_range` returns when the bytes lie in local files: besides iterating them, a server may ask
+    for the files themselves and hand them to the kernel (sendfile), so no byte is copied through Python."""
+
+    def spans(self) -> AsyncGenerator[tuple[BinaryIO, int, int], None]:
+        """(file, offset, count) per file holding the range, in order; a file stays open until the next span
+        is asked for. Raises BlobMissing as iterating would."""
 
 
 @dataclass(frozen=True)

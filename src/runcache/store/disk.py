@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 
@@ -161,39 +163,8 @@ class DiskBlobStore:
         parts = self.parts(name)
         return None if parts is None else sum(p.stat().st_size for p in parts)
 
-    async def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of the parts laid end to end.
-
-        What the page cache already holds (a recent upload, a popular entry) is read right on the event loop
-        with RWF_NOWAIT, which never waits for the disk; only what must come from the disk is read on a
-        worker thread. A thread hop per chunk cost more CPU than the read itself, and with several
-        downloads at once that CPU is what the downloads share."""
-        parts = await anyio.to_thread.run_sync(self.parts, name)
-        if parts is None:
-            raise BlobMissing(name)
-        offset = 0
-        for path in parts:
-            fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                size = os.fstat(fd).st_size
-                lo, hi = max(start, offset), min(end, offset + size)
-                pos = lo - offset
-                remaining = max(0, hi - lo)
-                while remaining:
-                    want = min(_READ, remaining)
-                    chunk = _read_cached(fd, want, pos)
-                    if chunk is None:
-                        chunk = await anyio.to_thread.run_sync(os.pread, fd, want, pos)
-                    if not chunk:
-                        raise BlobMissing(f"{name}: {path} is shorter than recorded")
-                    pos += len(chunk)
-                    remaining -= len(chunk)
-                    yield chunk
-            finally:
-                os.close(fd)
-            offset += size
-            if offset >= end:
-                return
+    def open_range(self, name: str, start: int, end: int) -> DiskRange:
+        return DiskRange(self, name, start, end)
 
     def names_with_age(self) -> Iterator[tuple[str, float]]:
         now = time.time()
@@ -231,3 +202,65 @@ class DiskBlobStore:
             count += 1
             total += sum(p.stat().st_size for p in parts)
         return BlobStats(count, total)
+
+
+class DiskRange:
+    """Bytes [start, end) of a disk blob (its parts laid end to end): iterated, the bytes as they are read;
+    through `spans`, the open files that hold them, for a server that sends files without copying them."""
+
+    def __init__(self, store: DiskBlobStore, name: str, start: int, end: int) -> None:
+        self._store, self._name, self._start, self._end = store, name, start, end
+        self._chunks: AsyncGenerator[bytes, None] | None = None
+
+    def __aiter__(self) -> DiskRange:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._chunks is None:
+            self._chunks = self._read()
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        if self._chunks is not None:
+            await self._chunks.aclose()
+
+    async def spans(self) -> AsyncGenerator[tuple[BinaryIO, int, int], None]:
+        parts = await anyio.to_thread.run_sync(self._store.parts, self._name)
+        if parts is None:
+            raise BlobMissing(self._name)
+        start, end = self._start, self._end
+        offset = 0
+        for path in parts:
+            fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+            with io.FileIO(fd, "r") as file:
+                size = os.fstat(fd).st_size
+                lo, hi = max(start, offset), min(end, offset + size)
+                if hi > lo:
+                    yield file, lo - offset, hi - lo
+            offset += size
+            if offset >= end:
+                return
+        if offset < end:
+            raise BlobMissing(f"{self._name}: its files hold {offset} bytes, fewer than recorded")
+
+    async def _read(self) -> AsyncGenerator[bytes, None]:
+        """What the page cache already holds (a recent upload, a popular entry) is read right on the event
+        loop with RWF_NOWAIT, which never waits for the disk; only what must come from the disk is read on a
+        worker thread. A thread hop per chunk cost more CPU than the read itself, and with several
+        downloads at once that CPU is what the downloads share."""
+        spans = self.spans()
+        try:
+            async for file, pos, remaining in spans:
+                fd = file.fileno()
+                while remaining:
+                    want = min(_READ, remaining)
+                    chunk = _read_cached(fd, want, pos)
+                    if chunk is None:
+                        chunk = await anyio.to_thread.run_sync(os.pread, fd, want, pos)
+                    if not chunk:
+                        raise BlobMissing(f"{self._name}: a file is shorter than recorded")
+                    pos += len(chunk)
+                    remaining -= len(chunk)
+                    yield chunk
+        finally:
+            await spans.aclose()
