@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from runcache.client.interrupt import signals_held
 from runcache.core.version import GZIP, ZSTD
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -43,28 +44,71 @@ def create_archive(workspace: Path, members: list[str], compression: str) -> Ite
 
     GNU tar writes the tar stream exactly as the action's `tar --posix -cf - -P -C <ws> --files-from`
     does; compression runs on zstd's own worker threads (threads=-1) so it keeps up with tar and the upload.
+    Closed early (Ctrl-C, a failed upload), tar is killed rather than left to archive the rest.
     """
-    with tempfile.TemporaryDirectory(prefix="runcache-manifest-") as tmp:
-        manifest = Path(tmp) / "manifest.txt"
-        manifest.write_text("\n".join(members))
-        proc = subprocess.Popen(
-            [_tar(), "--posix", "-cf", "-", "-P", "-C", str(workspace), "--files-from", str(manifest)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdout is not None
+    job = _TarJob(_tar())
+    try:
         try:
+            stdout = job.start(workspace, members)
             if compression == ZSTD:
                 cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-                yield from cctx.read_to_iter(proc.stdout, read_size=READ_SIZE, write_size=READ_SIZE)
+                yield from cctx.read_to_iter(stdout, read_size=READ_SIZE, write_size=READ_SIZE)
             else:
-                yield from _gzip_iter(proc.stdout)
+                yield from _gzip_iter(stdout)
+            job.finished = True
         finally:
-            proc.stdout.close()
-            stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            rc = proc.wait()
-        if rc not in (0, 1):  # 1: "file changed as we read it", which GNU tar reports as a warning
-            raise ArchiveError(f"tar failed with exit code {rc}: {stderr.strip()}")
+            job.close()
+    finally:
+        # Again: an interrupt can land in the first close() before it holds signals, which would leave
+        # tar, its pipes and the manifest behind. A second close() has nothing left to do.
+        job.close()
+    if job.returncode not in (0, 1):  # 1: "file changed as we read it", which GNU tar reports as a warning
+        raise ArchiveError(f"tar failed with exit code {job.returncode}: {job.stderr.strip()}")
+
+
+class _TarJob:
+    """tar writing the archive to a pipe, and the folder holding its list of members.
+
+    Starting and closing run with signals held: Ctrl-C between creating a resource and recording it
+    here would leave it behind."""
+
+    def __init__(self, tar: str) -> None:
+        self._tar = tar
+        self._tmp: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.finished = False
+        self.returncode = 0
+        self.stderr = ""
+
+    def start(self, workspace: Path, members: list[str]) -> BinaryIO:
+        with signals_held():
+            self._tmp = tempfile.mkdtemp(prefix="runcache-manifest-")
+            manifest = Path(self._tmp) / "manifest.txt"
+            manifest.write_text("\n".join(members))
+            self._proc = subprocess.Popen(
+                [self._tar, "--posix", "-cf", "-", "-P", "-C", str(workspace), "--files-from", str(manifest)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        assert self._proc.stdout is not None
+        return self._proc.stdout
+
+    def close(self) -> None:
+        """Kill tar unless it finished, wait for it, remove the manifest. Idempotent."""
+        with signals_held():
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                if not self.finished:
+                    proc.kill()
+                assert proc.stdout is not None and proc.stderr is not None
+                proc.stdout.close()
+                # With stdout closed (or tar killed) tar ends, so stderr reaches its end: the read is bounded.
+                self.stderr = proc.stderr.read().decode(errors="replace")
+                proc.stderr.close()
+                self.returncode = proc.wait()
+            tmp, self._tmp = self._tmp, None
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _gzip_iter(src: BinaryIO) -> Iterator[bytes]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 if "httpx" not in sys.modules:
@@ -26,11 +27,8 @@ if "httpx" not in sys.modules:
 else:
     import httpx
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
 from runcache.client.archive import rechunk
-from runcache.client.interrupt import Interrupted
+from runcache.client.interrupt import Interrupted, signals_held
 from runcache.client.pipeline import background
 
 READ_DENIED = "cache read denied:"
@@ -43,6 +41,11 @@ UPLOAD_CONCURRENCY = 4
 SEND_SLICE = 1024 * 1024
 # Cancelling a reservation is one small request; an interrupted command must not hang on it.
 ABANDON_TIMEOUT = 5.0
+# Upload threads stop within one slice once the save is given up; the bound is for a send the kernel never
+# returns from (a peer that stopped reading): the command ends anyway and the thread dies with it.
+UPLOAD_JOIN_SECONDS = 30.0
+STREAM_DEPTH = 8  # archive pieces (about 1 MiB each) handed to a streamed Put Blob and not yet sent
+T = TypeVar("T")
 
 
 class CacheServiceError(Exception):
@@ -245,89 +248,107 @@ class CacheClient:
         return self._save_v1(key, version, stream, progress)
 
     def _save_v1(self, key: str, version: str, stream: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
-        r = self._v1("POST", "caches", json={"key": key, "version": version})
-        if r.status_code == 409:
-            raise ReserveConflictError(
-                f"Unable to reserve cache with key {key}, another job may be creating this "
-                f"cache. More details: {self._v1_message(r)}"
-            )
-        if r.status_code >= 300 or not r.json().get("cacheId"):
-            msg = self._v1_message(r)
-            if msg.startswith(WRITE_DENIED):
-                raise WriteDeniedError(f"Unable to reserve cache with key {key}. More details: {msg}")
-            raise CacheServiceError(f"Unable to reserve cache with key {key}: {r.status_code} {msg}")
-        cache_id = r.json()["cacheId"]
+        def release(calls: list[_Call[Any]]) -> httpx.Response | None:
+            r = _answer(calls)
+            cache_id = r.json().get("cacheId") if r is not None and r.status_code < 300 else None
+            if not cache_id:
+                return None
+            return self._v1("DELETE", f"caches/{cache_id}", timeout=ABANDON_TIMEOUT)
 
-        def put(offset: int, data: _Chunk) -> None:
-            resp = self._v1(
-                "PATCH",
-                f"caches/{cache_id}",
-                content=data,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/*",
-                    "Content-Length": str(len(data)),
-                },
-            )
-            if resp.status_code >= 300:
-                raise CacheServiceError(f"chunk upload failed: {resp.status_code} {self._v1_message(resp)}")
+        with self._abandon_on_failure(key, release) as calls:
+            r = _Call(lambda: self._v1("POST", "caches", json={"key": key, "version": version}), calls).result()
+            if r.status_code == 409:
+                raise ReserveConflictError(
+                    f"Unable to reserve cache with key {key}, another job may be creating this "
+                    f"cache. More details: {self._v1_message(r)}"
+                )
+            if r.status_code >= 300 or not r.json().get("cacheId"):
+                msg = self._v1_message(r)
+                if msg.startswith(WRITE_DENIED):
+                    raise WriteDeniedError(f"Unable to reserve cache with key {key}. More details: {msg}")
+                raise CacheServiceError(f"Unable to reserve cache with key {key}: {r.status_code} {msg}")
+            cache_id = r.json()["cacheId"]
 
-        with self._abandon_on_failure(key, lambda: self._v1("DELETE", f"caches/{cache_id}", timeout=ABANDON_TIMEOUT)):
+            def put(offset: int, data: _Chunk) -> None:
+                resp = self._v1(
+                    "PATCH",
+                    f"caches/{cache_id}",
+                    content=data,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"bytes {offset}-{offset + len(data) - 1}/*",
+                        "Content-Length": str(len(data)),
+                    },
+                )
+                if resp.status_code >= 300:
+                    raise CacheServiceError(f"chunk upload failed: {resp.status_code} {self._v1_message(resp)}")
+
             size = _parallel_upload(rechunk(stream, CHUNK_SIZE), put, progress)
-            r = self._v1("POST", f"caches/{cache_id}", json={"size": size})
+            r = _Call(lambda: self._v1("POST", f"caches/{cache_id}", json={"size": size}), calls).result()
             if r.status_code >= 300:
                 raise CacheServiceError(f"commit failed: {r.status_code} {self._v1_message(r)}")
         return size
 
     def _save_v2(self, key: str, version: str, stream: Iterable[bytes], progress: Callable[[int], None] | None) -> int:
-        data = self._twirp("CreateCacheEntry", {"key": key, "version": version})
-        if not data.get("ok"):
-            msg = data.get("message", "")
-            if msg.startswith(WRITE_DENIED):
-                raise WriteDeniedError(f"Unable to reserve cache with key {key}. More details: {msg}")
-            raise ReserveConflictError(
-                f"Unable to reserve cache with key {key}, another job may be creating this cache. {msg}".rstrip()
-            )
-        url = data.get("signed_upload_url") or data.get("signedUploadUrl")
-        # Azure's Delete Blob on the signed URL: the signature proves it is our upload.
-        with self._abandon_on_failure(key, lambda: self._blob.delete(url, timeout=ABANDON_TIMEOUT)):
+        def release(calls: list[_Call[Any]]) -> httpx.Response | None:
+            data = _answer(calls)
+            url = data.get("signed_upload_url") or data.get("signedUploadUrl") if data and data.get("ok") else None
+            # Azure's Delete Blob on the signed URL: the signature proves it is our upload.
+            return self._blob.delete(url, timeout=ABANDON_TIMEOUT) if url else None
+
+        with self._abandon_on_failure(key, release) as calls:
+            reserve = {"key": key, "version": version}
+            data = _Call(lambda: self._twirp("CreateCacheEntry", reserve), calls).result()
+            if not data.get("ok"):
+                msg = data.get("message", "")
+                if msg.startswith(WRITE_DENIED):
+                    raise WriteDeniedError(f"Unable to reserve cache with key {key}. More details: {msg}")
+                raise ReserveConflictError(
+                    f"Unable to reserve cache with key {key}, another job may be creating this cache. {msg}".rstrip()
+                )
+            url = data.get("signed_upload_url") or data.get("signedUploadUrl")
             if not _is_azure(url):
                 # A runcache blob URL takes one streamed Put Blob: the server writes and hashes it as it
                 # arrives, where staged blocks would cost it a second copy and a second read at commit.
                 # Real Azure Storage needs a Content-Length on Put Blob, so it gets blocks below.
-                sent = 0
-
-                def body() -> Iterator[bytes]:
-                    nonlocal sent
-                    for piece in stream:
-                        sent += len(piece)
-                        yield piece
-                        if progress:
-                            progress(len(piece))
-
-                self._blob_put(url, body(), {"x-ms-blob-type": "BlockBlob"})
-                size = sent
+                headers = {"x-ms-blob-type": "BlockBlob"}
+                size = _streamed_upload(stream, lambda body: self._blob_put(url, body, headers), progress, calls)
             else:
-                size = self._put_blocks(url, rechunk(stream, CHUNK_SIZE), progress)
-            fin = self._twirp("FinalizeCacheEntryUpload", {"key": key, "version": version, "size_bytes": str(size)})
+                size = self._put_blocks(url, rechunk(stream, CHUNK_SIZE), progress, calls)
+            done = {"key": key, "version": version, "size_bytes": str(size)}
+            fin = _Call(lambda: self._twirp("FinalizeCacheEntryUpload", done), calls).result()
             if not fin.get("ok"):
                 raise CacheServiceError(f"Unable to finalize cache with key {key}: {fin.get('message', '')}")
         return size
 
     @contextlib.contextmanager
-    def _abandon_on_failure(self, key: str, cancel: Callable[[], httpx.Response]) -> Iterator[None]:
+    def _abandon_on_failure(
+        self, key: str, release: Callable[[list[_Call[Any]]], httpx.Response | None]
+    ) -> Iterator[list[_Call[Any]]]:
         """Until the commit succeeds, a failure or an interruption gives the reservation back at once;
         otherwise the key stays blocked until the server expires it ("another job may be creating this
-        cache"). The server never lets this remove a committed entry."""
+        cache"). The server never lets this remove a committed entry.
+
+        Every request of the save runs on a thread of its own (`_Call`, listed in the list yielded, the
+        reservation first), so that `release` can still learn the reservation's answer when the interrupt
+        came while it was on its way, and so that the main thread never holds httpcore's pool locks: an
+        interrupt inside one of their Python-level __enter__ would keep it taken, and the release, every
+        upload thread and the client's close() would then wait for it forever."""
+        calls: list[_Call[Any]] = []
         try:
-            yield
+            yield calls
         except BaseException as exc:
-            outcome = _abandon(cancel)  # a second Ctrl-C in here ends the wait: the server expires it later
+            outcome = _abandon(lambda: release(calls), calls)  # a second Ctrl-C in here ends the wait
             if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
                 raise Interrupted(f"the upload of key {key} {outcome}") from exc
             raise
+        finally:
+            for call in calls:
+                call.join(ABANDON_TIMEOUT)
 
-    def _put_blocks(self, url: str, chunks: Iterator[bytes], progress: Callable[[int], None] | None) -> int:
+    def _put_blocks(
+        self, url: str, chunks: Iterator[bytes], progress: Callable[[int], None] | None, calls: list[_Call[Any]]
+    ) -> int:
         """What the Azure SDK does: one Put Blob when it fits a chunk, else parallel Put Block + Put Block List.
 
         The blob gets the archive's SHA-256 as metadata `sha256` (with the request that makes it exist), as
@@ -345,7 +366,8 @@ class CacheClient:
         first = next(ordered, b"")
         second = next(ordered, None)
         if second is None:
-            self._blob_put(url, first, {"x-ms-blob-type": "BlockBlob", "x-ms-meta-sha256": whole.hexdigest()})
+            headers = {"x-ms-blob-type": "BlockBlob", "x-ms-meta-sha256": whole.hexdigest()}
+            _Call(lambda: self._blob_put(url, first, headers), calls).result()
             if progress:
                 progress(len(first))
             return len(first)
@@ -368,7 +390,7 @@ class CacheClient:
         listed = "".join(f"<Latest>{block_id(i)}</Latest>" for i in range((size + CHUNK_SIZE - 1) // CHUNK_SIZE))
         xml = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{listed}</BlockList>'
         headers = {"Content-Type": "application/xml", "x-ms-meta-sha256": whole.hexdigest()}
-        self._blob_put(f"{url}&comp=blocklist", xml.encode(), headers)
+        _Call(lambda: self._blob_put(f"{url}&comp=blocklist", xml.encode(), headers), calls).result()
         return size
 
     def _blob_put(self, url: str, body: bytes | Iterable[bytes], headers: dict[str, str]) -> None:
@@ -393,12 +415,30 @@ def _is_azure(url: str) -> bool:
     return (parsed.host or "").endswith(".blob.core.windows.net") or "sv" in parsed.params
 
 
-def _abandon(cancel: Callable[[], httpx.Response]) -> str:
-    """Cancel a reservation, best effort; what became of it, in words."""
+def _answer(calls: list[_Call[Any]]) -> Any:
+    """The reservation's answer (the first request of a save), waiting a moment if it is still on its way;
+    None when there was none or it failed (then there is nothing to give back)."""
+    if not calls:
+        return None
     try:
-        r = cancel()
-    except (httpx.HTTPError, CacheServiceError) as exc:
+        return calls[0].result(ABANDON_TIMEOUT)
+    except queue.Empty:
+        raise CacheServiceError("the reservation was not answered in time") from None
+    except Exception:
+        return None
+
+
+def _abandon(release: Callable[[], httpx.Response | None], calls: list[_Call[Any]]) -> str:
+    """Cancel a reservation, best effort and bounded; what became of it, in words."""
+    try:
+        # At most two requests: the reservation's answer and the cancel, each bounded by ABANDON_TIMEOUT.
+        r = _Call(release, calls).result(2 * ABANDON_TIMEOUT + 1)
+    except queue.Empty:
+        return "could not be cancelled in time; the server frees the key once the upload expires"
+    except Exception as exc:  # best effort: whatever went wrong, the interrupted command still ends
         return f"could not be cancelled ({exc}); the server frees the key once the upload expires"
+    if r is None:
+        return "was not reserved"
     if r.is_success:
         return "was cancelled"
     if r.status_code == 404:
@@ -408,22 +448,141 @@ def _abandon(cancel: Callable[[], httpx.Response]) -> str:
     return f"could not be cancelled (HTTP {r.status_code}); the server frees the key once the upload expires"
 
 
+class _Stop:
+    """Set once by the main thread (or by the first upload thread that fails) with one attribute store:
+    threading.Event.set would take a Condition's lock on the main thread (see _Uploads)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+
+class _Call(Generic[T]):
+    """`fn()` on a thread of its own; the main thread waits for its outcome on a SimpleQueue.
+
+    The thread is started with signals held (Thread.start() waits on a Condition) and added to `calls` in
+    the same breath, so whoever cleans up knows every thread there is. The outcome is stored before the
+    wake-up is queued: an interrupt just after the main thread took the wake-up loses nothing."""
+
+    def __init__(self, fn: Callable[[], T], calls: list[_Call[Any]], name: str = "runcache-request") -> None:
+        self._woken: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._outcome: tuple[bool, Any] | None = None
+
+        def run() -> None:
+            try:
+                outcome: tuple[bool, Any] = (True, fn())
+            except BaseException as exc:  # raised on the waiting thread
+                outcome = (False, exc)
+            self._outcome = outcome
+            self._woken.put(None)
+
+        with signals_held():
+            self._thread = threading.Thread(target=run, name=name, daemon=True)
+            self._thread.start()
+            calls.append(self)
+
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    def result(self, timeout: float | None = None) -> T:
+        """`fn`'s value, or its exception raised here; queue.Empty when `timeout` passes first."""
+        if self._outcome is None:
+            self._woken.get(timeout=timeout)
+        assert self._outcome is not None
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 class _Chunk:
     """One chunk as a request body that stops mid-way once the save is given up, so an upload thread
     ends within one slice instead of sending the rest of a 32 MiB chunk after Ctrl-C."""
 
-    def __init__(self, data: bytes, cancel: threading.Event) -> None:
+    def __init__(self, data: bytes, stop: _Stop) -> None:
         self.data = data
-        self._cancel = cancel
+        self._stop = stop
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __iter__(self) -> Iterator[bytes]:
         for start in range(0, len(self.data), SEND_SLICE):
-            if self._cancel.is_set():
+            if self._stop.stopped:
                 raise _Abandoned("the save was given up")
             yield self.data[start : start + SEND_SLICE]
+
+
+class _Uploads:
+    """Chunks sent by up to UPLOAD_CONCURRENCY threads, at most that many handed over and not yet sent.
+
+    Why not concurrent.futures: the main thread, where SIGINT/SIGTERM raise KeyboardInterrupt between any
+    two bytecodes, would take Future and Semaphore Conditions (submit, wait, result, cancel) and start
+    threads unprotected. An interrupt inside Condition.__enter__ right after it took its lock keeps that
+    lock taken; an upload thread finishing its Future then blocks on it, and the pool's shutdown joins
+    that thread forever (a test injecting an interrupt at every bytecode hung so). Here both directions
+    are SimpleQueues, whose put/get happen whole or not at all, the in-flight count belongs to the main
+    thread alone, threads start with signals held, and joins are bounded."""
+
+    def __init__(self, put: Callable[[int, _Chunk], None], progress: Callable[[int], None] | None) -> None:
+        self._put = put
+        self._progress = progress
+        self._work: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._failures: list[BaseException] = []  # appended by upload threads; the first is raised
+        self._stop = _Stop()
+        self._threads: list[threading.Thread] = []
+        self._inflight = 0  # main thread only
+
+    def add(self, offset: int, chunk: bytes) -> None:
+        while self._inflight >= UPLOAD_CONCURRENCY:
+            self._done.get()
+            self._inflight -= 1
+        self._raise()
+        if len(self._threads) < min(UPLOAD_CONCURRENCY, self._inflight + 1):
+            with signals_held():
+                t = threading.Thread(target=self._run, name=f"upload-{len(self._threads)}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        self._inflight += 1
+        self._work.put((offset, chunk))
+
+    def settle(self) -> None:
+        """Return once every chunk handed over is sent; raise the first failure."""
+        while self._inflight:
+            self._done.get()
+            self._inflight -= 1
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._failures:
+            raise self._failures[0]
+
+    def close(self) -> None:
+        """Stop: chunks not yet sent are dropped, those being sent stop at their next slice. Idempotent."""
+        with signals_held():
+            self._stop.stopped = True
+            threads, self._threads = self._threads, []
+            for _ in threads:
+                self._work.put(None)
+        for t in threads:
+            t.join(UPLOAD_JOIN_SECONDS)
+
+    def _run(self) -> None:
+        while (job := self._work.get()) is not None:
+            offset, data = job
+            try:
+                if not self._stop.stopped:
+                    self._put(offset, _Chunk(data, self._stop))
+                    if self._progress:
+                        self._progress(len(data))
+            except BaseException as exc:  # raised on the main thread at its next hand-over
+                self._failures.append(exc)
+                self._stop.stopped = True  # the other threads stop too
+            finally:
+                self._done.put(None)
 
 
 def _parallel_upload(
@@ -434,35 +593,85 @@ def _parallel_upload(
 ) -> int:
     """Upload chunks at their offsets with a bounded number in flight, while the producer keeps producing.
 
-    On any failure (or Ctrl-C) the chunks still being sent stop at their next slice, so leaving the pool
-    (which waits for its threads) is prompt."""
-    offset = 0
-    # Imported here: only saves upload in parallel, and a restore's start-up should not pay for the pool.
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    pending: set[Future[None]] = set()
-    cancel = threading.Event()
-    with ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="upload") as pool:
+    On any failure (or Ctrl-C) the chunks still being sent stop at their next slice."""
+    uploads = _Uploads(put, progress)
+    try:
         try:
+            offset = 0
             for chunk in chunks:
                 if expect_full_chunks and offset % CHUNK_SIZE:
                     raise CacheServiceError("internal error: a short chunk was not the last one")
-                if len(pending) >= UPLOAD_CONCURRENCY:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        f.result()
-                fut = pool.submit(put, offset, _Chunk(chunk, cancel))
-                if progress:
-                    n = len(chunk)
-                    # A cancelled future has no exception to ask for: exception() would raise in the callback.
-                    fut.add_done_callback(lambda f, n=n: not f.cancelled() and f.exception() is None and progress(n))
-                pending.add(fut)
+                uploads.add(offset, chunk)
                 offset += len(chunk)
-            for f in pending:
-                f.result()
-        except BaseException:
-            cancel.set()
-            for f in pending:
-                f.cancel()
-            raise
-    return offset
+            uploads.settle()
+            return offset
+        finally:
+            uploads.close()
+    finally:
+        # Again: an interrupt can land in the first close() before it holds signals, and the upload
+        # threads would then wait for work forever. A second close() has nothing left to do.
+        uploads.close()
+
+
+def _streamed_upload(
+    pieces: Iterable[bytes],
+    send: Callable[[Iterator[bytes]], None],
+    progress: Callable[[int], None] | None,
+    calls: list[_Call[Any]],
+) -> int:
+    """One request whose body is `pieces`: sent by a thread of its own (see `_abandon_on_failure` for why
+    not this one), read from the archive here. Returns the bytes sent.
+
+    The pieces go over in a SimpleQueue, `slots` holding one token per free place (as in
+    pipeline.background). Once stopped, the body raises at its next piece, so the request ends."""
+    stop = _Stop()
+    items: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+    for _ in range(STREAM_DEPTH):
+        slots.put(None)
+
+    def body() -> Iterator[bytes]:
+        while not stop.stopped:
+            try:
+                piece = items.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if piece is None:
+                return
+            if not piece:  # the wake-up sent on stopping (empty pieces are not handed over)
+                continue
+            slots.put(None)
+            yield piece
+            if progress:
+                progress(len(piece))
+        raise _Abandoned("the save was given up")
+
+    try:
+        try:
+            sender = _Call(lambda: send(body()), calls, name="runcache-upload")
+            sent = 0
+            for piece in pieces:
+                if not piece:
+                    continue
+                while True:
+                    try:
+                        slots.get(timeout=0.2)
+                        break
+                    except queue.Empty:
+                        if sender.done():  # the request ended early: its error, else a short body
+                            sender.result()
+                            raise CacheServiceError("blob upload ended before the archive did") from None
+                items.put(piece)
+                sent += len(piece)
+            items.put(None)
+            sender.result()
+            return sent
+        finally:
+            _stop_sending(stop, items)  # after a complete upload the sender has already returned
+    finally:
+        _stop_sending(stop, items)  # again: an interrupt may have landed in the first
+
+
+def _stop_sending(stop: _Stop, items: queue.SimpleQueue[bytes | None]) -> None:
+    stop.stopped = True
+    items.put(b"")  # the sender sees `stopped` now, not at its next timeout
