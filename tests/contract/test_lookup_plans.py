@@ -87,17 +87,26 @@ def _fill(store: MetadataStore, repositories: int = 60, per_repository: int = 10
 
 
 def _statements(store: MetadataStore, call: Callable[[], object]) -> list[tuple[str, object]]:
-    """The SQL statements (and parameters) `call` sends, SELECTs only."""
+    """The SQL statements (and parameters) `call` sends, SELECTs only: through SQLAlchemy, and the lookup's
+    own read on a bare driver connection (`MetadataStore._read`)."""
     seen: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany) -> None:
         if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             seen.append((statement, parameters))
 
+    read = store._read
+
+    def capture_read(statement: str, parameters: object) -> list[tuple]:
+        seen.append((statement, parameters))
+        return read(statement, parameters)  # type: ignore[arg-type]
+
     event.listen(store.engine, "before_cursor_execute", capture)
+    store._read = capture_read  # type: ignore[method-assign]
     try:
         call()
     finally:
+        del store._read
         event.remove(store.engine, "before_cursor_execute", capture)
     assert seen
     return seen

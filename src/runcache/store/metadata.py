@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from sqlalchemy import (
     DateTime,
@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement
@@ -65,7 +65,6 @@ from runcache.store import migrations
 from runcache.store.models import Entry, RepositoryPolicy
 
 log = logging.getLogger("runcache.metadata")
-_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -353,21 +352,50 @@ class MetadataStore:
         values |= {f"p{i}": prefix for i, prefix in enumerate(prefixes)}
         values |= {f"e{i}": end for i, end in enumerate(ends) if end is not None}
         params = tuple(values[name] for name in lookup.names) if lookup.names is not None else values
+        seen: dict[int, Candidate] = {}
+        for row in self._read(lookup.sql, params):
+            created = lookup.created_at(row[4]) if lookup.created_at else row[4]
+            seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], created))
+        return list(seen.values())
 
-        def read() -> list[Candidate]:
-            seen: dict[int, Candidate] = {}
-            with self.engine.connect() as conn:
-                if self.dialect == "postgresql":
-                    # Autocommit: one read needs no transaction, and without BEGIN/ROLLBACK around it
-                    # psycopg keeps the statement it prepared on this connection (it forgets them all at
-                    # a ROLLBACK).
-                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                for row in conn.exec_driver_sql(lookup.sql, params):
-                    created = lookup.created_at(row[4]) if lookup.created_at else row[4]
-                    seen.setdefault(row[0], Candidate(row[0], row[1], row[2], row[3], created))
-            return list(seen.values())
+    def _read(self, sql: str, params: tuple[object, ...] | dict[str, object]) -> list[tuple]:
+        """One read-only statement in the driver's own SQL, on a pooled DBAPI connection: the lookup's path.
 
-        return _retry_once_if_disconnected(read)
+        Not through SQLAlchemy's Connection and result objects: they cost as much Python time again as the
+        driver and the database together (measured 0.31-0.53 ms against 0.15-0.24 ms per lookup), and 16
+        concurrent lookups share one interpreter. In autocommit on PostgreSQL: one read needs no
+        transaction, and without BEGIN/ROLLBACK around it psycopg keeps the statement it prepared on the
+        connection (it forgets them all at a ROLLBACK), so the database runs a generic plan.
+
+        A connection the database dropped since its last use (a restart, a failover) fails as a disconnect:
+        the pool is then replaced (its other connections are as dead) and the read runs once more. Safe
+        because it is a read; the pool's checkout pings connections that sat idle (`_ping_when_idle`)."""
+        dialect = self.engine.dialect
+        for attempt in (1, 2):
+            raw = self.engine.raw_connection()
+            try:
+                driver = raw.driver_connection
+                try:
+                    if self.dialect == "postgresql":
+                        driver.autocommit = True
+                    cursor = raw.cursor()
+                    try:
+                        cursor.execute(sql, params)
+                        return cursor.fetchall()
+                    finally:
+                        cursor.close()
+                finally:
+                    if self.dialect == "postgresql" and not driver.closed:
+                        driver.autocommit = False  # as the pool's other users expect it
+            except dialect.loaded_dbapi.Error as exc:
+                if attempt == 2 or not dialect.is_disconnect(exc, driver, None):
+                    raise
+                log.info("metadata database connection lost, retrying the read on a new one: %s", exc)
+                raw.invalidate(exc)
+                self.engine.dispose(close=False)
+            finally:
+                raw.close()
+        raise AssertionError("unreachable")
 
     def touch(self, entry_id: int) -> bool:
         """Record a use for LRU and retention. Best effort: a database that cannot take the write
@@ -691,8 +719,8 @@ def _ping_when_idle(engine: Engine) -> None:
     queue on. A connection back in the pool a moment ago has just worked; one idle for a while may have
     been cut by a database restart, a failover or an idle timeout, and is the one worth a ping. A
     connection that breaks in that moment fails its statement as a disconnect, which makes SQLAlchemy
-    invalidate the pool's older connections; lookups retry once on that (`_retry_once_if_disconnected`),
-    so a database restart costs them nothing."""
+    invalidate the pool's older connections; lookups retry once on that (`MetadataStore._read`), so a
+    database restart costs them nothing."""
 
     def checkin(_dbapi_conn, record) -> None:
         record.info["idle_since"] = time.monotonic()
@@ -709,19 +737,6 @@ def _ping_when_idle(engine: Engine) -> None:
 
     event.listen(engine, "checkin", checkin)
     event.listen(engine, "checkout", checkout)
-
-
-def _retry_once_if_disconnected(read: Callable[[], _T]) -> _T:
-    """Run a read again once if its connection turned out dead (the database restarted since the
-    connection was last used): SQLAlchemy has invalidated the pool by then, so the second try gets a
-    live connection. Only for reads: a write that failed there may or may not have landed."""
-    try:
-        return read()
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        log.info("metadata database connection lost, retrying the read on a new one: %s", exc.orig)
-        return read()
 
 
 def _in_repository(repository: str) -> list:
