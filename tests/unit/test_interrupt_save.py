@@ -276,10 +276,10 @@ class FakeService:
         return httpx.Response(204)
 
 
-def fake_client(service: FakeService, protocol: str) -> CacheClient:
+def fake_client(handler: Callable[[httpx.Request], httpx.Response], protocol: str) -> CacheClient:
     client = CacheClient("http://fake/", "token", protocol)
     client._http.close()
-    client._http = client._blob = httpx.Client(transport=httpx.MockTransport(service))
+    client._http = client._blob = httpx.Client(transport=httpx.MockTransport(handler))
     return client
 
 
@@ -292,34 +292,33 @@ def test_an_interrupt_at_any_point_of_a_save_never_commits_part_of_it_and_gives_
     monkeypatch.setattr(transfer, "SEND_SLICE", 400)
     pieces = [bytes([i]) * 700 for i in range(3)]  # 2100 bytes: two full chunks and a short one
     archive_bytes = b"".join(pieces)
+    services = [FakeService(azure=azure)]  # the last one is the service of the current run
+    client = fake_client(lambda request: services[-1](request), protocol)
 
-    def save(service: FakeService) -> Callable[[], object]:
-        def call() -> object:
-            with fake_client(service, protocol) as client:
-                return client.save("k", "v" * 64, iter(pieces))
+    def save() -> object:
+        return client.save("k", "v" * 64, iter(pieces))
 
-        return call
-
-    fds = open_fds()
-    service = FakeService(azure=azure)
-    first = run_interrupted(0, save(service))
-    assert first.kind == "complete" and first.value == len(archive_bytes) and service.committed == archive_bytes
-    assert first.points > 100
-    fds = open_fds()
-    outcomes = {"complete": 0, "interrupted": 0}
-    for n in range(1, first.points + 1):
-        rearm()
-        service = FakeService(azure=azure)
-        outcome = run_interrupted(n, save(service))
-        check_clean(outcome, fds, n)
-        outcomes[outcome.kind] += 1
-        if service.committed is not None:
-            assert service.committed == archive_bytes, f"part of the archive committed after an interrupt at {WHERE}"
-        if outcome.kind == "complete":
-            assert service.committed == archive_bytes, WHERE
-        elif service.reserved and service.committed is None:
-            assert service.released, f"the reservation was kept after an interrupt at {WHERE}"
-    assert outcomes["interrupted"] > first.points // 2, outcomes
+    try:
+        fds = open_fds()
+        first = run_interrupted(0, save)
+        assert first.kind == "complete" and first.value == len(archive_bytes)
+        assert services[-1].committed == archive_bytes and first.points > 100
+        outcomes = {"complete": 0, "interrupted": 0}
+        for n in range(1, first.points + 1):
+            rearm()
+            services[-1] = service = FakeService(azure=azure)
+            outcome = run_interrupted(n, save)
+            check_clean(outcome, fds, n)
+            outcomes[outcome.kind] += 1
+            if service.committed is not None:
+                assert service.committed == archive_bytes, f"part of the archive committed by an interrupt at {WHERE}"
+            if outcome.kind == "complete":
+                assert service.committed == archive_bytes, WHERE
+            elif service.reserved and service.committed is None:
+                assert service.released, f"the reservation was kept after an interrupt at {WHERE}"
+        assert outcomes["interrupted"] > first.points // 2, outcomes
+    finally:
+        client.close()
 
 
 # ------------------------------------------------------------------------------------------------ the archive
