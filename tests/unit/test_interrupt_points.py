@@ -15,99 +15,24 @@ or complete, and no staging directory remains.
 
 from __future__ import annotations
 
-import faulthandler
 import io
 import os
-import signal
-import sys
 import tarfile
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
 import pytest
 
+from interrupts import WHERE, hang_guarded, interrupt_at, open_fds, rearm, threads_left
 from runcache.client import extract, pipeline
 from runcache.client.extract import extract_tar_stream
-
-HANG_SECONDS = 30  # one interrupted run takes milliseconds
-
-
-def signals_held() -> bool:
-    """interrupt.signals_held swaps in its own handler; a real signal there waits, so none is raised."""
-    handler = signal.getsignal(signal.SIGINT)
-    return getattr(handler, "__qualname__", "").startswith("signals_held")
-
-
-WHERE: list[str] = []  # the function and line of the last injected interrupt
-
-
-def interrupt_at(n: int, watched: Callable[[FrameType], bool]) -> Callable[[], int]:
-    """Trace this thread, raising KeyboardInterrupt at the n-th opcode run in a watched frame (n=0: never);
-    the function returned stops tracing and says how many such opcodes ran."""
-    seen = 0
-    WHERE.clear()
-
-    def local(frame: FrameType, event: str, _arg: object) -> object:
-        nonlocal seen
-        if event == "opcode" and not signals_held():
-            seen += 1
-            if seen == n:
-                WHERE.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
-                raise KeyboardInterrupt(f"injected at opcode {n}")
-        return local
-
-    def tracer(frame: FrameType, event: str, arg: object) -> object:
-        if not watched(frame):
-            return None  # other frames run untraced (only their calls are seen)
-        frame.f_trace_opcodes = True
-        return local(frame, event, arg)
-
-    def count() -> int:
-        sys.settrace(None)
-        return seen
-
-    sys.settrace(tracer)
-    return count
 
 
 @pytest.fixture(autouse=True)
 def hang_guard() -> Iterator[None]:
-    # A hang is the failure looked for: dump every thread's stack and end the run rather than wait forever.
-    rearm()
-    try:
+    with hang_guarded():
         yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        sys.settrace(None)
-
-
-def open_fds() -> set[int]:
-    """This process's descriptors, without the one listing /proc/self/fd used (closed again by now)."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.fstat(int(name))
-        except OSError:
-            continue
-        fds.add(int(name))
-    return fds
-
-
-def rearm() -> None:
-    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
-
-
-def wait_gone(prefix: str) -> list[str]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        left = [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
-        if not left:
-            return []
-        time.sleep(0.01)
-    return left
 
 
 def small_archive() -> bytes:
@@ -174,9 +99,9 @@ def test_an_interrupt_at_any_point_of_the_writer_hand_over_stops_cleanly(
         rearm()
         outcome, _ = run(n)
         interrupted += outcome == "interrupted"
-        assert not wait_gone("extract-writer"), f"writer threads left after an interrupt at opcode {n}"
+        assert not threads_left("extract-writer"), f"writer threads left after an interrupt at opcode {n}"
         leaked = open_fds() - fds
-        if WHERE and WHERE[0].startswith("_Writers.add:") and len(leaked) == 1:
+        if WHERE and ":_Writers.add:" in WHERE[0] and len(leaked) == 1:
             # Interrupted on the way into add(), before it took the descriptor: the one file being handed
             # over is left open (one descriptor in a process that is stopping; nothing waits on it).
             os.close(leaked.pop())
@@ -207,12 +132,12 @@ def test_an_interrupt_at_any_point_of_a_background_stage_ends_its_thread() -> No
 
     outcome, points = consume(0)
     assert outcome == "complete" and points > 100
-    assert not wait_gone("stage-under-test")
+    assert not threads_left("stage-under-test")
     for n in range(1, points + 1):
         started.clear()
         rearm()
         outcome, _ = consume(n)
         assert outcome == "interrupted", n
-        assert not wait_gone("stage-under-test"), f"the producer thread did not end after an interrupt at {WHERE}"
+        assert not threads_left("stage-under-test"), f"the producer thread did not end after an interrupt at {WHERE}"
         if started:  # an interrupt before the thread started leaves nothing to close
             assert closed[-1] == n, f"on_exit did not run after an interrupt at opcode {n}"

@@ -22,12 +22,8 @@ reservation that was not committed was given back.
 from __future__ import annotations
 
 import concurrent.futures
-import dis
-import faulthandler
 import json
 import os
-import signal
-import sys
 import tempfile
 import threading
 import time
@@ -39,58 +35,12 @@ from types import FrameType
 import httpx
 import pytest
 
+from interrupts import WHERE, hang_guarded, interrupt_at, open_fds, rearm, threads_left
 from runcache.client import archive, operations, transfer
 from runcache.client.transfer import CacheClient
 
-HANG_SECONDS = 30  # one interrupted run takes milliseconds
 PROMPT_SECONDS = 10  # an interrupted call returns within this (generous for a loaded 2-core CI machine)
 THREAD_PREFIXES = ("upload", "runcache-")
-
-WHERE: list[str] = []  # the function and line of the last injected interrupt
-
-
-def signals_held() -> bool:
-    """interrupt.signals_held swaps in its own handler; a real signal there waits, so none is raised."""
-    handler = signal.getsignal(signal.SIGINT)
-    return getattr(handler, "__qualname__", "").startswith("signals_held")
-
-
-NOP = dis.opmap["NOP"]
-
-
-def interrupt_at(n: int, watched: Callable[[FrameType], bool]) -> Callable[[], int]:
-    """Trace this thread, raising KeyboardInterrupt at the n-th opcode run in a watched frame (n=0: never);
-    the function returned stops tracing and says how many such opcodes ran.
-
-    Not at a NOP: the interpreter never looks for a pending signal there, and the NOPs that mark a `try:`
-    line lie outside the range its handlers cover, so an exception raised at one by a trace function skips
-    `finally` blocks no real signal could skip."""
-    seen = 0
-    WHERE.clear()
-
-    def local(frame: FrameType, event: str, _arg: object) -> object:
-        nonlocal seen
-        if event == "opcode" and frame.f_code.co_code[frame.f_lasti] != NOP and not signals_held():
-            seen += 1
-            if seen == n:
-                WHERE.append(
-                    f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_qualname}:{frame.f_lineno}"
-                )
-                raise KeyboardInterrupt(f"injected at opcode {n}")
-        return local
-
-    def tracer(frame: FrameType, event: str, arg: object) -> object:
-        if not watched(frame):
-            return None  # other frames run untraced (only their calls are seen)
-        frame.f_trace_opcodes = True
-        return local(frame, event, arg)
-
-    def count() -> int:
-        sys.settrace(None)
-        return seen
-
-    sys.settrace(tracer)
-    return count
 
 
 # The save's own code and the thread machinery the main thread runs: the code under test and the code
@@ -105,38 +55,8 @@ def in_save(frame: FrameType) -> bool:
 
 @pytest.fixture(autouse=True)
 def hang_guard() -> Iterator[None]:
-    # A hang is the failure looked for: dump every thread's stack and end the run rather than wait forever.
-    rearm()
-    try:
+    with hang_guarded():
         yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        sys.settrace(None)
-
-
-def rearm() -> None:
-    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
-
-
-def open_fds() -> set[int]:
-    """This process's descriptors, without the one listing /proc/self/fd used (closed again by now)."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            os.fstat(int(name))
-        except OSError:
-            continue
-        fds.add(int(name))
-    return fds
-
-
-def threads_left() -> list[str]:
-    deadline = time.monotonic() + 5
-    while True:
-        left = [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIXES)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.005)
 
 
 def children() -> list[int]:
@@ -171,7 +91,9 @@ def run_interrupted(n: int, call: Callable[[], object]) -> Outcome:
 
 def check_clean(outcome: Outcome, fds: set[int], n: int) -> None:
     assert outcome.seconds < PROMPT_SECONDS, f"{outcome.seconds:.1f} s to stop after an interrupt at {WHERE}"
-    assert not (left := threads_left()), f"threads {left} left after an interrupt at {WHERE} (opcode {n})"
+    assert not (left := threads_left(*THREAD_PREFIXES)), (
+        f"threads {left} left after an interrupt at {WHERE} (opcode {n})"
+    )
     leaked = open_fds() - fds
     assert not leaked, f"descriptors {leaked} leaked by an interrupt at {WHERE}"
 
