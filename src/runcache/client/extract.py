@@ -27,23 +27,18 @@ How a restore proceeds:
    replaced by rename (never written through, so a hardlink or symlink in the destination is never followed).
    If a rename fails, the renames already done are undone from backups kept in staging.
 
-Threads (why the guarantees above hold unchanged): every check above is made on the calling thread, in
-archive order, and so is every change to the staging *namespace* - a directory, a hardlink, removing a
-duplicate, the deferred symlinks, the commit's renames - except one: creating a small regular file. Creating
-files is most of a restore's kernel time (a virtualenv has ~19,000), so the calling thread hands a small
-file's staged path with its bytes to a writer, which creates it (O_EXCL|O_NOFOLLOW), writes it, sets mode and
-mtime and closes it. It does so only where the order of creations cannot matter: the parent is a directory
-the calling thread itself made in the private staging tree (which holds no symlink while members are
-written), nothing else is queued for that path, and no directory is there. Any other namespace change that
-could meet a queued path - a second member for it, a directory or link at it or under it, removing a subtree
-- first waits for the writers (`_settle_for`), so it sees the tree exactly as a single-threaded extraction
-would. The one thing a writer may find is a regular file an earlier, completed member left at its path: it
-replaces it (last member wins, as below). Larger files are created and streamed by the calling thread.
-The calling thread waits for every writer before anything reads file contents back (a hardlink's source)
-and before `before_commit()` and the commit, so nothing moves into place unfinished; on any failure or
-interruption the writers stop, create nothing more, their descriptors are closed and staging is removed,
-as before. Meanwhile decompression (the caller's stage), member parsing and checks on this thread, and file
-creation and bodies on the writers overlap.
+Threads (why the guarantees above hold unchanged): every change to the staging *namespace* - creating a
+file (O_EXCL), a directory, a hardlink, removing a duplicate, the deferred symlinks, the commit's renames -
+happens on the calling thread, in archive order, exactly as a single-threaded extraction does it; every
+check above is made there too. What runs on the writer threads is only the body and metadata of a regular
+file the calling thread has just created: it hands over the open descriptor with the bytes, and the writer
+writes them, sets mode and mtime, and closes it. A descriptor writes to its inode whatever happens to its
+name later (a duplicate member unlinking it, a rename), so no writer can touch a path the calling thread
+did not create for it, and none can follow a link. The calling thread waits for every writer before
+anything reads file contents back (a hardlink copied across filesystems) and before `before_commit()`
+and the commit, so nothing moves into place unfinished; on any failure or interruption the writers stop,
+their descriptors are closed and staging is removed, as before. Meanwhile decompression (the caller's
+stage), member parsing and the namespace work on this thread, and file bodies on the writers overlap.
 
 Duplicate members (C12), one rule: the last member for a path wins. A directory over a directory merges
 (the later mode/mtime win); any other combination removes what the earlier member left there (a file, a
@@ -141,9 +136,6 @@ _BATCH_BYTES = 1 << 20
 _INFLIGHT_BYTES = 32 << 20  # bodies handed over and not yet written: the memory the writers may hold
 _INFLIGHT_FILES = 256  # open descriptors handed over and not yet closed (well below a 1024 fd limit)
 _WRITER_JOIN_SECONDS = 30
-# Paths queued for creation and not yet known complete (emptied at every settle): what the calling thread
-# checks later members against. The bound keeps that memory small for archives of millions of files.
-_MAX_QUEUED_PATHS = 100_000
 DEFAULT_WRITERS = 4  # what measured fastest on 2 cores (bench/client.py); more only add switching
 _WFLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -391,19 +383,18 @@ class _Writers:
     def __init__(self, count: int) -> None:
         self._count = count
         self._threads: list[threading.Thread] = []
-        self._work: queue.SimpleQueue[list[tuple[int | str, bytes, int, int]] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[list[tuple[int, bytes, int, int]] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[tuple[int, int, BaseException | None]] = queue.SimpleQueue()
         self._bytes = 0  # in flight: handed over, completion not yet collected (calling thread only)
         self._files = 0
         self._error: BaseException | None = None
         self._stop = False  # set once by the calling thread; writers then only close descriptors
         self._failed = False  # set once by a writer; the others stop writing too
-        self._batch: list[tuple[int | str, bytes, int, int]] = []
+        self._batch: list[tuple[int, bytes, int, int]] = []
         self._batch_bytes = 0
 
-    def add(self, fd: int | str, data: bytes, mode: int, mtime: int) -> None:
-        """Take over `fd`: it is written, chmod-ed, utime-d and closed by a writer (or closed on failure).
-        A path instead of a descriptor is a file the writer creates first (`_create_new`)."""
+    def add(self, fd: int, data: bytes, mode: int, mtime: int) -> None:
+        """Take over `fd`: it is written, chmod-ed, utime-d and closed by a writer (or closed on failure)."""
         self._batch.append((fd, data, mode, mtime))
         self._batch_bytes += len(data)
         if len(self._batch) >= _BATCH_FILES or self._batch_bytes >= _BATCH_BYTES:
@@ -480,16 +471,13 @@ class _Writers:
             error: BaseException | None = None
             while batch:
                 try:
-                    target, data, mode, mtime = batch.pop()
+                    fd, data, mode, mtime = batch.pop()
                 except IndexError:  # the calling thread's close() emptied it meanwhile
                     break
                 nbytes += len(data)
                 nfiles += 1
-                fd = target if isinstance(target, int) else -1
                 try:
                     if not (self._stop or self._failed or error):
-                        if fd < 0:
-                            fd = _create_new(target)  # type: ignore[arg-type]
                         _write_all(fd, data)
                         os.fchmod(fd, mode)
                         os.utime(fd, ns=(mtime, mtime))
@@ -497,34 +485,19 @@ class _Writers:
                     error = exc
                     self._failed = True
                 finally:
-                    if fd >= 0:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             self._done.put((nbytes, nfiles, error))
 
 
-def _close_all(batch: list[tuple[int | str, bytes, int, int]]) -> None:
+def _close_all(batch: list[tuple[int, bytes, int, int]]) -> None:
     while batch:
         try:
             fd = batch.pop()[0]
         except IndexError:
             return
-        if isinstance(fd, int):  # a path was never opened
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _create_new(path: str) -> int:
-    """A writer's creation of a queued file. Something already there can only be a regular file (or hardlink)
-    an earlier, completed member left: the calling thread queues a path only below a directory it made, with
-    no directory at it and nothing else queued for it. The later member wins, as on the calling thread."""
-    try:
-        return os.open(path, _WFLAGS, 0o600)
-    except FileExistsError:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise
-        os.unlink(path)
-        return os.open(path, _WFLAGS, 0o600)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class _Root:
@@ -595,8 +568,6 @@ class _Extractor:
         self.walk_budget = _WALK_BUDGET
         self.undo: list[Callable[[], None]] = []
         self.writers = _Writers(writers) if writers > 0 else None
-        self.made_dirs: set[str] = set()  # staged directories this thread made (where writers may create files)
-        self.queued: set[str] = set()  # staged paths handed to writers to create, since the last settle
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -711,7 +682,6 @@ class _Extractor:
         target = self._resolve_parent(lexical, name)
         if not root.staging:
             root.stage()
-            self.made_dirs.add(root.tree)
         if target == root.staging or target.startswith(root.staging + "/"):
             raise UnsafeArchiveError(f"member {name!r} targets the restore's staging directory")
         staged = root.tree + target[root.cut :]
@@ -723,22 +693,6 @@ class _Extractor:
 
         if typ in _REG:
             self._drop_link(target)
-            if (
-                self.writers is not None
-                and size <= _HANDOFF_MAX
-                and staged not in self.queued
-                and staged not in self.made_dirs
-                and staged.rpartition("/")[0] in self.made_dirs
-            ):
-                self.writers.add(staged, rd.take(size), (mode & 0o755) | 0o600, mtime)
-                self.queued.add(staged)
-                if len(self.queued) >= _MAX_QUEUED_PATHS:
-                    self._settle()
-                rd.copy(None, -size % _BLOCK)
-                self.files += 1
-                self.bytes += size
-                return
-            self._settle_for(staged)
             fd = self._create(staged, target, name)
             if self.writers is not None and size <= _HANDOFF_MAX:
                 try:
@@ -872,34 +826,22 @@ class _Extractor:
     # -- staging primitives ----------------------------------------------------------------------------------
 
     def _parent(self, staged: str, member: str) -> None:
-        parent = os.path.dirname(staged)
-        if self.queued:  # an ancestor queued as a file must exist before makedirs meets it
-            up = parent
-            while up not in self.made_dirs and len(up) > 1:
-                if up in self.queued:
-                    self._settle()
-                    break
-                up = os.path.dirname(up)
         try:
-            os.makedirs(parent, exist_ok=True)
+            os.makedirs(os.path.dirname(staged), exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise UnsafeArchiveError(f"member {member!r}: a parent path is not a directory") from None
-        self._made(parent)
 
     def _clear(self, staged: str, target: str) -> None:
         """Last member wins: remove what an earlier member left at `target`."""
         self._drop_link(target)
-        self._settle_for(staged)
         try:
             st = os.lstat(staged)
         except (FileNotFoundError, NotADirectoryError):
             return
         if stat.S_ISDIR(st.st_mode):
-            self._settle()  # writers may be creating files in the subtree
             # Forget the directory members and pending symlinks of the subtree: work proportional to the subtree
             # (staging holds no symlinks yet, so the walk stays inside it).
             for dirpath, _, _ in os.walk(staged):
-                self.made_dirs.discard(dirpath)
                 sub = target + dirpath[len(staged) :]
                 self.dirs.pop(sub, None)
                 for link in self.links_by_dir.pop(sub, ()):
@@ -922,10 +864,8 @@ class _Extractor:
             raise UnsafeArchiveError(f"member {member!r}: a parent path is not a directory") from None
 
     def _mkdir(self, staged: str, target: str, member: str) -> None:
-        self._settle_for(staged)
         try:
             os.mkdir(staged, 0o700)
-            self._made(staged)
             return
         except FileExistsError:
             if stat.S_ISDIR(os.lstat(staged).st_mode):
@@ -937,19 +877,11 @@ class _Extractor:
             os.mkdir(staged, 0o700)
         except OSError:
             raise UnsafeArchiveError(f"member {member!r}: a parent path is not a directory") from None
-        self._made(staged)
-
-    def _made(self, staged: str) -> None:
-        if staged not in self.made_dirs:
-            self._remember(len(staged))
-            self.made_dirs.add(staged)
 
     def _hardlink(
         self, root: _Root, raw_link: bytes, raw: bytes, member: str, staged: str, target: str, mtime: int
     ) -> None:
         link = self._check_name(raw_link, raw, "hardlink target")
-        if self.queued:
-            self._settle()  # its source may be a file a writer is still creating
         lexical = os.path.normpath(os.path.join(self.ws, link))
         lroot = self._root_of(lexical)
         if lroot is None:
@@ -992,13 +924,6 @@ class _Extractor:
     def _settle(self) -> None:
         if self.writers is not None:
             self.writers.settle()
-        self.queued.clear()
-
-    def _settle_for(self, staged: str) -> None:
-        """Before this thread changes `staged`: a file queued there is created first, so the order is the
-        archive's."""
-        if staged in self.queued:
-            self._settle()
 
     def finish_staging(self) -> None:
         """Symlinks last (nothing is written after them), then directory modes and mtimes, deepest first."""
