@@ -257,6 +257,9 @@ def guarded_protocol(
     limit. So a flood of idle sockets would starve real clients. Here each head must be complete
     within `header_timeout` seconds, and past `max_connections` the connection idle longest (no
     request in progress) is closed to make room for the new one.
+
+    With `zerocopy`, plain-TCP connections of the httptools protocol also offer each request the ASGI
+    `http.response.zerocopy` extension (see FileSender), which disk-store downloads use.
     """
     idle: dict[Any, None] = {}  # connections without a request in progress, longest idle first
     live: set[Any] = set()
