@@ -778,6 +778,31 @@ def _candidates_statement(dialect: str, bounded: tuple[bool, ...], scopes: int) 
     )
     keys = [bindparam(f"k{i}", type_=String()) for i in range(len(bounded))]
     parts = [select(*cols).where(*base, Entry.key_folded.in_(keys))]
+    if dialect == "sqlite":
+        # SQLite: per prefix and scope, the newest match's id as a top-1 scan of the index (which holds
+        # created_at), then the winners' rows by id. 3x cheaper there than ranking with a window function,
+        # which materializes and sorts every match (bench/lookup.py: 1.34 -> 0.40 ms for 500 matches).
+        newest = []
+        for i, has_end in enumerate(bounded):
+            start, end = bindparam(f"p{i}", type_=String()), bindparam(f"e{i}", type_=String()) if has_end else None
+            for j in range(scopes):
+                top = (
+                    select(Entry.id)
+                    .where(
+                        *base[:2],
+                        Entry.scope == bindparam(f"s{j}", type_=String()),
+                        _COMMITTED_ONLY,
+                        *_starts_with(Entry.key_folded, start, end, dialect),
+                    )
+                    .order_by(Entry.created_at.desc(), Entry.id.desc())
+                    # Written out: every value the statement takes is one of the lookup's parameters.
+                    .limit(literal_column("1"))
+                    .offset(literal_column("0"))
+                    .subquery()
+                )
+                newest.append(select(top.c.id))
+        parts.append(select(*cols).where(Entry.id.in_(union_all(*newest))))
+        return union_all(*parts)
     for i, has_end in enumerate(bounded):
         rank = (
             func.row_number()
