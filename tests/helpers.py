@@ -190,6 +190,60 @@ def serve_stand_in(handler: type[StandIn]) -> tuple[ThreadingHTTPServer, str]:
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
+def self_signed(directory: Path, host: str = "localhost") -> tuple[Path, Path]:
+    """(cert.pem, key.pem) in `directory`: a certificate for `host` and 127.0.0.1 that is its own CA, so one
+    file is both the server's chain and the client's trust store. Go ignores the common name: the host
+    must be in the SANs."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def cli_env(server: Server, protocol: str, token: str, ws: Path) -> dict[str, str]:
+    """The environment of a `runcache` CLI process run against `server` from workspace `ws`, with nothing
+    of the machine's own Actions environment leaking in."""
+    env = {
+        **os.environ,
+        "RUNCACHE_URL": server.url,
+        "RUNCACHE_TOKEN": token,
+        "RUNCACHE_PROTOCOL": protocol,
+        "GITHUB_WORKSPACE": str(ws),
+    }
+    for name in ("ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "GITHUB_OUTPUT"):
+        env.pop(name, None)
+    return env
+
+
 def wait_until_up(proc: subprocess.Popen, probe: Callable[[], bool], timeout: float) -> Exception | None:
     """Call `probe` every 0.3 s until it says the service a test started is up (None), the process exits or
     `timeout` passes (the probe's last exception, to explain why; a probe that raises is not up yet)."""

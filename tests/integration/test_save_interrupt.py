@@ -21,7 +21,7 @@ from pathlib import Path
 
 from test_restore_interrupt import snapshot
 
-from helpers import RUNCACHE, Server
+from helpers import RUNCACHE, Server, cli_env
 
 ROUNDS = 6
 EXIT_BOUND = 30  # seconds from the signal to the exit; an interrupted save needs well under one
@@ -39,15 +39,7 @@ def build_tree(dest: Path, rng: random.Random) -> None:
 
 
 def run_cli(server: Server, ws: Path, token: str, protocol: str, *args: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RUNCACHE_URL": server.url,
-        "RUNCACHE_TOKEN": token,
-        "RUNCACHE_PROTOCOL": protocol,
-        "GITHUB_WORKSPACE": str(ws),
-    }
-    for name in ("ACTIONS_CACHE_URL", "ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "GITHUB_OUTPUT"):
-        env.pop(name, None)
+    env = cli_env(server, protocol, token, ws)
     return subprocess.Popen(
         [*RUNCACHE, *args, "--json"],
         cwd=ws,
