@@ -190,8 +190,14 @@ def extract_tar_stream(
                     ex.cleanup()
             return ex.report()
         finally:
-            with signals_held():
-                ex.cleanup()
+            try:
+                with signals_held():
+                    ex.cleanup()
+            finally:
+                # Again: an interrupt can land on the way into the first, before it holds signals, and would
+                # leave staging and the writers behind. A second cleanup has nothing left to do.
+                with signals_held():
+                    ex.cleanup()
     except KeyboardInterrupt as exc:
         if committed and not isinstance(exc, InterruptedAfterCommit):
             raise InterruptedAfterCommit(*exc.args) from exc

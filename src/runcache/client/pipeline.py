@@ -74,5 +74,11 @@ def background(
                 raise StageError(f"{name} failed: {item}") from item
             yield item  # type: ignore[misc]
     finally:
-        stopped = True
-        slots.put(None)  # a producer waiting for a place wakes now, not at its next timeout, and sees `stopped`
+        try:
+            stopped = True
+            slots.put(None)  # a producer waiting for a place wakes now, not at its next timeout, and sees `stopped`
+        finally:
+            # Again: an interrupt on the way into the first would leave the producer running (and its socket
+            # open). Once more is harmless: a stopped producer takes no more places.
+            stopped = True
+            slots.put(None)
