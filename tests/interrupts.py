@@ -93,11 +93,12 @@ def open_fds() -> set[int]:
     return fds
 
 
-def threads_left(*prefixes: str, wait: float = 5.0) -> list[str]:
-    """Names of threads starting with `prefixes` still alive after up to `wait` seconds."""
+def threads_left(*prefixes: str, wait: float = 5.0, ignore: frozenset[threading.Thread] = frozenset()) -> list[str]:
+    """Names of threads starting with `prefixes` still alive after up to `wait` seconds, other than those in
+    `ignore` (threads that were there before: another test's are not this one's leak)."""
     deadline = time.monotonic() + wait
     while True:
-        left = [t.name for t in threading.enumerate() if t.name.startswith(prefixes)]
+        left = [t.name for t in threading.enumerate() if t.name.startswith(prefixes) and t not in ignore]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.005)

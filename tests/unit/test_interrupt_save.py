@@ -55,8 +55,13 @@ def in_save(frame: FrameType) -> bool:
 
 @pytest.fixture(autouse=True)
 def hang_guard() -> Iterator[None]:
+    global EARLIER_THREADS
+    EARLIER_THREADS = frozenset(threading.enumerate())  # e.g. a local package index another test left running
     with hang_guarded():
         yield
+
+
+EARLIER_THREADS: frozenset[threading.Thread] = frozenset()
 
 
 def children() -> list[int]:
@@ -91,7 +96,7 @@ def run_interrupted(n: int, call: Callable[[], object]) -> Outcome:
 
 def check_clean(outcome: Outcome, fds: set[int], n: int) -> None:
     assert outcome.seconds < PROMPT_SECONDS, f"{outcome.seconds:.1f} s to stop after an interrupt at {WHERE}"
-    assert not (left := threads_left(*THREAD_PREFIXES)), (
+    assert not (left := threads_left(*THREAD_PREFIXES, ignore=EARLIER_THREADS)), (
         f"threads {left} left after an interrupt at {WHERE} (opcode {n})"
     )
     leaked = open_fds() - fds
