@@ -178,3 +178,36 @@ def test_uneven_reads_restore_the_same_tree(tmp_path: Path, writers: int) -> Non
                 writers=writers,
             )
         assert not any(cut.iterdir())
+
+
+@pytest.mark.parametrize("writers", [0, 4])
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o777])
+def test_files_get_their_archive_mode_whatever_the_umask(tmp_path: Path, writers: int, umask: int) -> None:
+    """Files are created with their final mode and chmod-ed only when the umask took bits: same result."""
+    buf = io.BytesIO()
+    modes = {"t/exec": 0o755, "t/plain": 0o644, "t/private": 0o600, "t/odd": 0o4775, "t/readonly": 0o444}
+    big = extract._HANDOFF_MAX + 10  # past the hand-over size: written on the calling thread
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, mode in modes.items():
+            for suffix, size in (("", 3), ("-big", big)):
+                info = tarfile.TarInfo(name + suffix)
+                info.size, info.mode = size, mode
+                tar.addfile(info, io.BytesIO(b"x" * size))
+    old = os.umask(umask)
+    try:
+        assert extract._read_umask() == umask
+        data = io.BytesIO(buf.getvalue())
+        extract_tar_stream(data, workspace=tmp_path, allowed_roots=[tmp_path / "t"], writers=writers)
+    finally:
+        os.umask(old)
+    for name, mode in modes.items():
+        for suffix in ("", "-big"):
+            assert (tmp_path / (name + suffix)).stat().st_mode & 0o7777 == (mode & 0o755) | 0o600, name + suffix
+
+
+def test_an_unreadable_umask_means_every_file_is_chmod_ed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError("no /proc here")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    assert extract._read_umask() == 0o7777
