@@ -232,56 +232,65 @@ class _Reader:
         except _STREAM_ERRORS as exc:
             raise CorruptArchiveError(f"decompression failed at offset {self.consumed}: {exc}") from exc
 
-    def _fill(self, need: int) -> bool:
-        if self._pos == len(self._buf):  # nothing left over (tar blocks and chunks are both 512-aligned): no copy
-            chunk = self._pull(_CHUNK)
-            self._buf, self._pos = chunk, 0
-            if len(chunk) >= need:
-                return True
-            if not chunk:
-                return False
-        parts = [self._buf[self._pos :]]
-        have = len(parts[0])
-        ok = True
-        while have < need:
+    def _span(self, n: int) -> bytes | None:
+        """The next n bytes when they run past the buffer (None: the stream ended first).
+
+        Only those n bytes are copied; the last chunk pulled becomes the buffer, read from where they end.
+        (Joining the rest of the buffer with whole new chunks copied every byte of the stream once more.)
+        """
+        parts: list[bytes | memoryview] = [memoryview(self._buf)[self._pos :]]
+        have = len(self._buf) - self._pos
+        while have < n:
             chunk = self._pull(_CHUNK)
             if not chunk:
-                ok = False
-                break
+                return None
             parts.append(chunk)
             have += len(chunk)
-        self._buf = b"".join(parts)
-        self._pos = 0
-        return ok
+        last = parts[-1]
+        used = len(last) - (have - n)
+        parts[-1] = memoryview(last)[:used]
+        self._buf, self._pos = bytes(last), used
+        self.consumed += n
+        return b"".join(parts)
 
     def block(self) -> bytes:
         """The next 512-byte block, or b"" at a clean end of stream."""
-        if len(self._buf) - self._pos < _BLOCK and not self._fill(_BLOCK):
-            if self._buf:
-                raise CorruptArchiveError(f"truncated tar header at offset {self.consumed}")
-            return b""
         p = self._pos
-        self._pos = p + _BLOCK
-        self.consumed += _BLOCK
-        return self._buf[p : p + _BLOCK]
+        if len(self._buf) - p >= _BLOCK:
+            self._pos = p + _BLOCK
+            self.consumed += _BLOCK
+            return self._buf[p : p + _BLOCK]
+        left = len(self._buf) - p
+        data = self._span(_BLOCK)
+        if data is None:
+            if left:
+                raise CorruptArchiveError(f"truncated tar header at offset {self.consumed}")
+            self._buf, self._pos = b"", 0
+            return b""
+        return data
 
     def take(self, n: int) -> bytes:
-        if len(self._buf) - self._pos < n and not self._fill(n):
-            raise CorruptArchiveError(f"tar stream truncated at offset {self.consumed + len(self._buf)}")
         p = self._pos
-        self._pos = p + n
-        self.consumed += n
-        return self._buf[p : p + n]
+        if len(self._buf) - p >= n:
+            self._pos = p + n
+            self.consumed += n
+            return self._buf[p : p + n]
+        data = self._span(n)
+        if data is None:
+            raise CorruptArchiveError(f"tar stream truncated at offset {self.consumed}")
+        return data
 
     def take_padded(self, n: int) -> bytes:
         """The next n bytes, then skip the zero padding to the next 512-byte boundary (one call per member)."""
         padded = n + (-n % _BLOCK)
-        if len(self._buf) - self._pos < padded and not self._fill(padded):
-            raise CorruptArchiveError(f"tar stream truncated at offset {self.consumed + len(self._buf)}")
         p = self._pos
-        self._pos = p + padded
-        self.consumed += padded
-        return self._buf[p : p + n]
+        if len(self._buf) - p >= padded:
+            self._pos = p + padded
+            self.consumed += padded
+            return self._buf[p : p + n]
+        data = self.take(n)
+        self.copy(None, padded - n)
+        return data
 
     def copy(self, fd: int | None, n: int) -> None:
         """Move the next n bytes to fd (None: discard), in large slices."""
