@@ -3,19 +3,21 @@ zstd when a `zstd` binary is on PATH and gzip otherwise (the rule that also pick
 
 from __future__ import annotations
 
-import gzip
 import shutil
-import subprocess
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
-
-import zstandard
+from typing import TYPE_CHECKING, BinaryIO
 
 from runcache.client.interrupt import signals_held
 from runcache.core.version import GZIP, ZSTD
+
+if TYPE_CHECKING:
+    import subprocess
+
+# zstandard, gzip, subprocess and tempfile are imported where they are used: `runcache restore` loads this
+# module for its lookup (compression_method picks the cache version) and must not pay for a save's tar
+# job or for a decompressor before it knows there is an archive to read.
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -51,6 +53,8 @@ def create_archive(workspace: Path, members: list[str], compression: str) -> Ite
         try:
             stdout = job.start(workspace, members)
             if compression == ZSTD:
+                import zstandard
+
                 cctx = zstandard.ZstdCompressor(level=3, threads=-1)
                 yield from cctx.read_to_iter(stdout, read_size=READ_SIZE, write_size=READ_SIZE)
             else:
@@ -81,6 +85,9 @@ class _TarJob:
         self.stderr = ""
 
     def start(self, workspace: Path, members: list[str]) -> BinaryIO:
+        import subprocess
+        import tempfile
+
         with signals_held():
             self._tmp = tempfile.mkdtemp(prefix="runcache-manifest-")
             manifest = Path(self._tmp) / "manifest.txt"
@@ -186,8 +193,12 @@ def open_decompressed(raw: IterReader) -> BinaryIO:
     """The tar stream inside a downloaded archive, decided by its magic bytes, with a bounded zstd window."""
     head = raw.peek(4)
     if head.startswith(ZSTD_MAGIC):
+        import zstandard
+
         dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
         return dctx.stream_reader(raw, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[return-value]
     if head.startswith(GZIP_MAGIC):
+        import gzip
+
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
     raise ArchiveError("archive is neither zstd nor gzip compressed")

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from runcache.client.archive import (
     READ_SIZE,
@@ -18,20 +18,21 @@ from runcache.client.archive import (
     create_archive,
     open_decompressed,
 )
-from runcache.client.extract import (
-    CorruptArchiveError,
-    ExtractLimits,
-    InterruptedAfterCommit,
-    UnsafeArchiveError,
-    extract_tar_stream,
-)
 from runcache.client.interrupt import Interrupted
-from runcache.client.paths import resolve_cache_paths, restore_roots
 from runcache.client.pipeline import StageError, background
 from runcache.client.transfer import CacheClient, CacheServiceError
 from runcache.core.errors import InvalidRequest
 from runcache.core.keys import fold, validate_key, validate_lookup_keys
 from runcache.core.version import cache_version
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from runcache.client.extract import ExtractLimits
+
+# The extractor (runcache.client.extract) and the path globbing (runcache.client.paths) are imported when
+# they are first needed: a restore needs neither before its lookup, a miss or --lookup-only not at all, and
+# a save never extracts.
 
 Progress = Callable[[int], None]
 
@@ -110,6 +111,7 @@ def restore(
     keys = validate_lookup_keys([key, *restore_keys])
     result = RestoreResult(primary_key=key)
     version = cache_version(lines, compression_method(), windows=os.name == "nt", cross_os=cross_os)
+    extract: ModuleType | None = None  # set once loaded: until then none of its exceptions can be raised
     try:
         hit = client.lookup(keys, version)
         if hit is None:
@@ -123,11 +125,14 @@ def restore(
         tar_stream = open_decompressed(IterReader(_counting(download, progress)))
         # Hashing and decompression run on their own thread (both release the GIL), extraction on this one.
         decompressed = background(_read_all(tar_stream), depth=16, name="decompress")
-        extract_tar_stream(
+        from runcache.client import extract
+        from runcache.client.paths import restore_roots
+
+        extract.extract_tar_stream(
             IterReader(decompressed),
             workspace=workspace,
             allowed_roots=restore_roots(lines, cwd),
-            limits=limits or ExtractLimits(),
+            limits=limits or extract.ExtractLimits(),
             before_commit=download.verify,
         )
         result.bytes = download.received
@@ -136,13 +141,14 @@ def restore(
     except KeyboardInterrupt as exc:
         if result.restored or isinstance(exc, Interrupted):
             raise
-        if isinstance(exc, InterruptedAfterCommit):
+        if extract is not None and isinstance(exc, extract.InterruptedAfterCommit):
             raise Interrupted(f"the restore of key {key} was stopped after its files were in place") from exc
         # The extraction is all-or-nothing: stopped before its final renames, it undid everything.
         raise Interrupted(f"the restore of key {key} was stopped; nothing was changed") from exc
-    except (UnsafeArchiveError, CorruptArchiveError) as exc:
+    except _refusals(extract) as exc:
+        assert extract is not None
         result.matched_key = ""
-        result.unsafe = isinstance(exc, UnsafeArchiveError)
+        result.unsafe = isinstance(exc, extract.UnsafeArchiveError)
         result.warning = f"Failed to restore: {exc}"
     except (CacheServiceError, ArchiveError, StageError) as exc:
         result.matched_key = ""
@@ -154,6 +160,11 @@ def restore(
     finally:
         result.seconds = time.monotonic() - started
     return result
+
+
+def _refusals(extract: ModuleType | None) -> tuple[type[Exception], ...]:
+    """The extractor's refusals of an archive; none before it is loaded (an empty tuple matches nothing)."""
+    return () if extract is None else (extract.UnsafeArchiveError, extract.CorruptArchiveError)
 
 
 def _unwritable(exc: OSError) -> str:
@@ -196,6 +207,8 @@ def save(
     lines = path_lines(paths)
     validate_key(key)
     result = SaveResult(key=key)
+    from runcache.client.paths import resolve_cache_paths
+
     members = resolve_cache_paths(lines, workspace, cwd)
     result.paths = members
     if not members:

@@ -44,6 +44,7 @@ ABANDON_TIMEOUT = 5.0
 # Upload threads stop within one slice once the save is given up; the bound is for a send the kernel never
 # returns from (a peer that stopped reading): the command ends anyway and the thread dies with it.
 UPLOAD_JOIN_SECONDS = 30.0
+DOWNLOAD_PIECE = 1024 * 1024  # what the download thread hands over at once (the socket gives 64 KiB reads)
 STREAM_DEPTH = 8  # archive pieces (about 1 MiB each) handed to a streamed Put Blob and not yet sent
 T = TypeVar("T")
 
@@ -74,27 +75,54 @@ class Hit:
     url: str
 
 
+class _Hashed:
+    """Pieces of at least DOWNLOAD_PIECE bytes out of the socket's, hashed as they pass.
+
+    Iterated on the download thread: SHA-256 (hashlib releases the GIL) then runs beside decompression
+    instead of before it on the decompress thread. httpx's own `iter_raw(chunk_size)` would copy every
+    byte three times (into a BytesIO, out of it, into slices); one join here is all it takes."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._pieces = pieces
+        self.digest = hashlib.sha256()
+        self.hashed = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        parts: list[bytes] = []
+        have = 0
+        for piece in self._pieces:
+            parts.append(piece)
+            have += len(piece)
+            if have >= DOWNLOAD_PIECE:
+                yield self._hash(parts[0] if len(parts) == 1 else b"".join(parts))
+                parts, have = [], 0
+        if have:
+            yield self._hash(b"".join(parts))
+
+    def _hash(self, chunk: bytes) -> bytes:
+        self.digest.update(chunk)
+        self.hashed += len(chunk)
+        return chunk
+
+
 @dataclass
 class Download:
-    """An open archive download: iterate `chunks`, then `sha256`/`received` describe what arrived."""
+    """An open archive download: iterate it, then `sha256`/`received` describe what arrived."""
 
     size: int | None
     expected_sha256: str | None
     chunks: Iterator[bytes]
+    hashed: _Hashed
     received: int = 0
-
-    def __post_init__(self) -> None:
-        self._digest = hashlib.sha256()
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.chunks:
-            self._digest.update(chunk)
             self.received += len(chunk)
             yield chunk
 
     @property
     def sha256(self) -> str:
-        return self._digest.hexdigest()
+        return self.hashed.digest.hexdigest()
 
     def verify(self) -> None:
         """The archive must be whole and, when the server recorded one, match its SHA-256."""
@@ -102,6 +130,10 @@ class Download:
             raise CacheServiceError(
                 f"Incomplete download. Expected file size: {self.size}, actual file size: {self.received}"
             )
+        if self.hashed.hashed != self.received:
+            # The download thread hashes ahead of what was taken: a digest of bytes the archive reader
+            # never saw proves nothing about what it extracted.
+            raise CacheServiceError(f"Incomplete download: {self.received} bytes read of {self.hashed.hashed} received")
         if self.expected_sha256 and self.sha256 != self.expected_sha256:
             raise CacheServiceError(f"archive SHA-256 {self.sha256} does not match the entry's {self.expected_sha256}")
 
@@ -231,10 +263,11 @@ class CacheClient:
             response.close()
             raise CacheServiceError(f"archive download answered {response.status_code}")
         length = response.headers.get("content-length")
+        hashed = _Hashed(response.iter_raw())
         # The socket is read on its own thread so the network keeps flowing while the consumer extracts.
-        chunks = background(response.iter_raw(1024 * 1024), depth=64, name="download", on_exit=response.close)
+        chunks = background(hashed, depth=64, name="download", on_exit=response.close)
         return Download(
-            int(length) if length and length.isdigit() else None, _recorded_sha256(response.headers), chunks
+            int(length) if length and length.isdigit() else None, _recorded_sha256(response.headers), chunks, hashed
         )
 
     def save(
