@@ -27,7 +27,7 @@ if "httpx" not in sys.modules:
 else:
     import httpx
 
-from runcache.client.archive import rechunk
+from runcache.client.archive import READ_SIZE, rechunk
 from runcache.client.interrupt import Interrupted, signals_held
 from runcache.client.pipeline import background
 
@@ -44,7 +44,7 @@ ABANDON_TIMEOUT = 5.0
 # Upload threads stop within one slice once the save is given up; the bound is for a send the kernel never
 # returns from (a peer that stopped reading): the command ends anyway and the thread dies with it.
 UPLOAD_JOIN_SECONDS = 30.0
-DOWNLOAD_PIECE = 1024 * 1024  # what the download thread hands over at once (the socket gives 64 KiB reads)
+DOWNLOAD_PIECE = READ_SIZE  # the most the download thread hands over at once (the socket gives 64 KiB reads)
 STREAM_DEPTH = 8  # archive pieces (about 1 MiB each) handed to a streamed Put Blob and not yet sent
 T = TypeVar("T")
 
@@ -76,11 +76,12 @@ class Hit:
 
 
 class _Hashed:
-    """Pieces of at least DOWNLOAD_PIECE bytes out of the socket's, hashed as they pass.
+    """The socket's reads joined into pieces of up to DOWNLOAD_PIECE bytes, hashed as they pass.
 
     Iterated on the download thread: SHA-256 (hashlib releases the GIL) then runs beside decompression
     instead of before it on the decompress thread. httpx's own `iter_raw(chunk_size)` would copy every
-    byte three times (into a BytesIO, out of it, into slices); one join here is all it takes."""
+    byte three times (into a BytesIO, out of it, into slices); one join here is all it takes. Pieces stay
+    within the decompressor's read size (archive.READ_SIZE), so its reads take each one whole, uncopied."""
 
     def __init__(self, pieces: Iterable[bytes]) -> None:
         self._pieces = pieces
@@ -91,13 +92,13 @@ class _Hashed:
         parts: list[bytes] = []
         have = 0
         for piece in self._pieces:
-            parts.append(piece)
-            have += len(piece)
-            if have >= DOWNLOAD_PIECE:
+            if parts and have + len(piece) > DOWNLOAD_PIECE:
                 yield self._hash(parts[0] if len(parts) == 1 else b"".join(parts))
                 parts, have = [], 0
-        if have:
-            yield self._hash(b"".join(parts))
+            parts.append(piece)
+            have += len(piece)
+        if parts:
+            yield self._hash(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def _hash(self, chunk: bytes) -> bytes:
         self.digest.update(chunk)
