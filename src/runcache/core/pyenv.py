@@ -29,8 +29,6 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 # Bumped whenever what goes into a digest changes, so entries made under the old rules stop matching exactly.
 KEY_SCHEMA = "1"
 KEY_PREFIX = "pyenv"
@@ -252,6 +250,9 @@ def requirement_includes(text: str, environ: Mapping[str, str]) -> list[tuple[st
 
 def check_spec(spec: str) -> str:
     """A requirement given on the command line: a PEP 508 requirement with a name (what the key can see)."""
+    # Imported here: packaging's parser is ~10 ms of start-up an exact hit (no specifiers) never needs.
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         Requirement(spec)
     except InvalidRequirement:

@@ -16,10 +16,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-
 MARKER = ".runcache-pyenv.json"  # inside the environment: what runcache built it from and for
 MARKER_SCHEMA = 1
 # Linux reads at most this many bytes of a `#!` line (BINPRM_BUF_SIZE less the NUL); pip (distlib) and uv
@@ -170,6 +166,8 @@ class Pin:
 
 
 def _same_version(a: str, b: str) -> bool:
+    from packaging.version import InvalidVersion, Version  # here: see pins_from_compiled
+
     try:
         return Version(a) == Version(b)
     except InvalidVersion:
@@ -178,6 +176,8 @@ def _same_version(a: str, b: str) -> bool:
 
 def pins_from_pip_report(report: Mapping[str, object]) -> dict[str, Pin]:
     """`pip install --dry-run --ignore-installed --report` → the complete set a fresh install would have."""
+    from packaging.utils import canonicalize_name  # here: see pins_from_compiled
+
     pins: dict[str, Pin] = {}
     for item in report.get("install") or []:  # type: ignore[union-attr]
         meta = item["metadata"]
@@ -191,6 +191,11 @@ def pins_from_pip_report(report: Mapping[str, object]) -> dict[str, Pin]:
 
 def pins_from_compiled(text: str) -> dict[str, Pin]:
     """`uv pip compile` output (`name==version` lines, `name @ url` for direct references) → the set."""
+    # packaging is imported where a sync needs it: an exact hit never does, and its parsers are ~10-20 ms of
+    # start-up for every `runcache pip install`.
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     pins: dict[str, Pin] = {}
     for line in text.splitlines():
         line = line.split(" #", 1)[0].strip()
@@ -220,6 +225,8 @@ class SyncPlan:
 def desired_set(pins: Mapping[str, Pin], seed: Mapping[str, str]) -> dict[str, Pin]:
     """What a fresh environment synced to `pins` holds: the pins, and the installer's own seed packages
     (pip and, on older Pythons, setuptools, as `python -m venv` installs them) that the pins do not name."""
+    from packaging.utils import canonicalize_name  # here: see pins_from_compiled
+
     out = dict(pins)
     for name, version in seed.items():
         out.setdefault(canonicalize_name(name), Pin(canonicalize_name(name), version))

@@ -22,8 +22,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
-
 from runcache.core.pyenv import Interpreter
 from runcache.core.venvs import (
     MARKER,
@@ -223,6 +221,8 @@ def installed(venv: Path) -> dict[str, tuple[str, str]]:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvironmentRefused(f"its python does not run: {last}")
+    from packaging.utils import canonicalize_name  # not at import: an exact hit never lists an environment
+
     raw = json.loads(proc.stdout)
     return {canonicalize_name(name): (v[0], v[1]) for name, v in raw.items()}
 
