@@ -116,3 +116,12 @@ def test_download_verify_refuses_a_wrong_digest_a_short_body_and_an_unread_rest(
     assert partial.hashed.hashed == 2 * len(piece) and partial.received == len(piece)
     with pytest.raises(CacheServiceError, match="Incomplete download"):
         partial.verify()
+
+
+def test_a_client_reads_plain_sockets_in_mebibyte_pieces() -> None:
+    # Fails when httpcore changes its read size (or renames the constant): the tweak then no longer applies,
+    # and the download thread's per-read cost should be measured again (docs/client.md).
+    from httpcore._sync import http11
+
+    with transfer.CacheClient("http://127.0.0.1:9/", "token"):
+        assert http11.HTTP11Connection.READ_NUM_BYTES == transfer.SOCKET_READ
