@@ -51,11 +51,11 @@ def workspace_of(args: argparse.Namespace) -> Path:
 def client_of(args: argparse.Namespace):
     import os
 
-    from runcache.client.config import resolve_endpoint
+    from runcache.client.config import download_buffer_bytes, resolve_endpoint
     from runcache.client.transfer import CacheClient
 
     ep = resolve_endpoint(os.environ, url=args.url, token=args.token, protocol=args.protocol)
-    return CacheClient(ep.url, ep.token, ep.protocol)
+    return CacheClient(ep.url, ep.token, ep.protocol, download_buffer=download_buffer_bytes(os.environ))
 
 
 def write_outputs(outputs: dict[str, str]) -> None:

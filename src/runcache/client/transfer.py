@@ -28,6 +28,7 @@ else:
     import httpx
 
 from runcache.client.archive import READ_SIZE, rechunk
+from runcache.client.config import DEFAULT_DOWNLOAD_BUFFER_MIB
 from runcache.client.interrupt import Interrupted, signals_held
 from runcache.client.pipeline import background
 
@@ -189,9 +190,21 @@ def _read_sockets_in_larger_pieces() -> None:
 
 
 class CacheClient:
-    def __init__(self, base_url: str, token: str, protocol: str = "v2", *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        protocol: str = "v2",
+        *,
+        timeout: float = 60.0,
+        download_buffer: int = DEFAULT_DOWNLOAD_BUFFER_MIB << 20,
+    ) -> None:
+        """`download_buffer`: bytes a download may read ahead of the extraction (runcache.client.config)."""
         if protocol not in ("v1", "v2"):
             raise ValueError(f"protocol must be v1 or v2, got {protocol!r}")
+        if download_buffer < DOWNLOAD_PIECE:
+            raise ValueError(f"download_buffer must be at least {DOWNLOAD_PIECE} bytes, got {download_buffer}")
+        self._download_depth = download_buffer // DOWNLOAD_PIECE
         _read_sockets_in_larger_pieces()
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.protocol = protocol
@@ -281,8 +294,9 @@ class CacheClient:
             raise CacheServiceError(f"archive download answered {response.status_code}")
         length = response.headers.get("content-length")
         hashed = _Hashed(response.iter_raw())
-        # The socket is read on its own thread so the network keeps flowing while the consumer extracts.
-        chunks = background(hashed, depth=64, name="download", on_exit=response.close)
+        # The socket is read on its own thread so the network keeps flowing while the consumer extracts, up
+        # to the download buffer ahead of it (pieces are at most DOWNLOAD_PIECE bytes).
+        chunks = background(hashed, depth=self._download_depth, name="download", on_exit=response.close)
         return Download(
             int(length) if length and length.isdigit() else None, _recorded_sha256(response.headers), chunks, hashed
         )

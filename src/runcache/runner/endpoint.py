@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from runcache.client.config import DEFAULT_DOWNLOAD_BUFFER_MIB, ConfigError, download_buffer_bytes
 from runcache.config import Settings
 from runcache.server.embedded import EmbeddedServer, EmbeddedServerError
 
@@ -28,11 +29,12 @@ class CacheEndpoint:
     kind: str  # embedded | external
     data_dir: Path | None = None
     source: str = ""  # external: where the URL came from (--url, RUNCACHE_URL)
+    download_buffer: int = DEFAULT_DOWNLOAD_BUFFER_MIB << 20  # RUNCACHE_DOWNLOAD_BUFFER_MIB, checked at start
 
     def client(self):
         from runcache.client.transfer import CacheClient
 
-        return CacheClient(self.url, self.token, self.protocol)
+        return CacheClient(self.url, self.token, self.protocol, download_buffer=self.download_buffer)
 
     def describe(self) -> str:
         if self.kind == "embedded":
@@ -54,6 +56,10 @@ def cache_endpoint(
     source: str = "--url",
 ) -> Iterator[CacheEndpoint]:
     """An embedded server for the duration of the block, or the external one given (``--url``, RUNCACHE_URL)."""
+    try:
+        buffer = download_buffer_bytes(os.environ)
+    except ConfigError as exc:
+        raise ServiceError(str(exc)) from None
     if server_url:
         token = token or os.environ.get("RUNCACHE_TOKEN") or ""
         if not token:
@@ -61,7 +67,7 @@ def cache_endpoint(
                 "--url needs a token: pass --token or set RUNCACHE_TOKEN "
                 f"(e.g. runcache token --repo {repository} --ref {ref} on the server's data directory)"
             )
-        yield CacheEndpoint(server_url.rstrip("/"), token, protocol, "external", source=source)
+        yield CacheEndpoint(server_url.rstrip("/"), token, protocol, "external", source=source, download_buffer=buffer)
         return
     # Absolute: the run changes directory (actions run in the workspace) while the server thread works.
     settings = Settings.from_env(data_dir=Path(data_dir).resolve())
@@ -76,6 +82,7 @@ def cache_endpoint(
             protocol,
             "embedded",
             settings.data_dir,
+            download_buffer=buffer,
         )
     finally:
         server.stop()

@@ -4,11 +4,17 @@
 network and still behaves like PyPI where it matters for caching: pip downloads over HTTP and keeps
 the responses in its HTTP cache under ``~/.cache/pip``, which is the folder the workflow caches.
 A ``file://`` index or ``--find-links`` folder would leave that cache empty.
+
+Like PyPI it also serves each wheel's core metadata beside it (PEP 658/714: ``<file>.metadata``, announced
+by ``data-core-metadata`` with its hash) and ``data-requires-python``: resolvers (pip, uv) read those
+instead of downloading whole wheels (or streaming them and hanging up) just to learn their dependencies, so
+a resolution against this index costs what it costs against PyPI.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import re
@@ -36,6 +42,9 @@ STAND_INS: dict[str, tuple[str, list[str]]] = {
     "asgiref": ("3.8.1", []),
     "sqlparse": ("0.5.1", []),
 }
+
+
+IMMUTABLE = "max-age=365000000, immutable, public"  # what PyPI sends with its files
 
 
 def normalize(name: str) -> str:
@@ -83,6 +92,33 @@ def build_stand_ins(folder: Path, names: list[str] | None = None) -> list[Path]:
     return [make_wheel(folder, n, v, deps) for n, (v, deps) in STAND_INS.items() if n in wanted]
 
 
+@dataclass(frozen=True)
+class WheelFacts:
+    """What the index says about one wheel file, read once per file version."""
+
+    sha256: str
+    metadata: bytes  # the wheel's .dist-info/METADATA ("core metadata"), b"" when it has none
+    requires_python: str
+
+
+def wheel_facts(path: Path) -> WheelFacts:
+    data = path.read_bytes()
+    metadata = b""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+            if len(names) == 1:
+                metadata = zf.read(names[0])
+    except (zipfile.BadZipFile, OSError):
+        metadata = b""
+    requires = ""
+    if metadata:
+        from email.parser import BytesHeaderParser
+
+        requires = str(BytesHeaderParser().parsebytes(metadata).get("Requires-Python") or "").strip()
+    return WheelFacts(hashlib.sha256(data).hexdigest(), metadata, requires)
+
+
 @dataclass
 class LocalIndex:
     """Serves the wheels in ``folder`` at ``<url>/simple/``; ``with LocalIndex(folder) as index: index.url``."""
@@ -92,6 +128,32 @@ class LocalIndex:
     requests: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _facts: dict[tuple[str, int, int], WheelFacts] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def facts(self, path: Path) -> WheelFacts:
+        """A wheel's hash and metadata, computed once per (name, size, mtime): a page lists every version."""
+        st = path.stat()
+        key = (path.name, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._facts.get(key)
+        if known is None:
+            known = wheel_facts(path)
+            with self._lock:
+                self._facts[key] = known
+        return known
+
+    def _anchor(self, wheel: Path) -> str:
+        facts = self.facts(wheel)
+        attrs = ""
+        if facts.requires_python:
+            attrs += f' data-requires-python="{html.escape(facts.requires_python)}"'
+        if facts.metadata:
+            digest = hashlib.sha256(facts.metadata).hexdigest()
+            # PEP 714 renamed PEP 658's attribute; PyPI sends both, for resolvers of either age.
+            attrs += f' data-dist-info-metadata="sha256={digest}" data-core-metadata="sha256={digest}"'
+        name = html.escape(wheel.name)
+        return f'<a href="/files/{name}#sha256={facts.sha256}"{attrs}>{name}</a>\n'
 
     def __enter__(self) -> LocalIndex:
         return self.start()
@@ -127,19 +189,19 @@ class LocalIndex:
                     files = [w for w in wheels if normalize(w.name.split("-", 1)[0]) == project]
                     if not files:
                         return self._send(404, b"not found\n", "text/plain", body)
-                    links = "".join(
-                        f'<a href="/files/{html.escape(w.name)}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">'
-                        f"{html.escape(w.name)}</a>\n"
-                        for w in files
-                    )
+                    links = "".join(index._anchor(w) for w in files)
                     page = f"<!DOCTYPE html><html><body>\n{links}</body></html>\n".encode()
                     return self._send(200, page, "text/html", body, cache="max-age=600, public")
+                m = re.fullmatch(r"/files/([^/]+\.whl)\.metadata", path)
+                if m and (index.folder / m.group(1)).is_file():
+                    metadata = index.facts(index.folder / m.group(1)).metadata
+                    if metadata:
+                        return self._send(200, metadata, "application/octet-stream", body, cache=IMMUTABLE)
+                    return self._send(404, b"not found\n", "text/plain", body)
                 m = re.fullmatch(r"/files/([^/]+\.whl)", path)
                 if m and (index.folder / m.group(1)).is_file():
                     data = (index.folder / m.group(1)).read_bytes()
-                    return self._send(
-                        200, data, "application/octet-stream", body, cache="max-age=365000000, immutable, public"
-                    )
+                    return self._send(200, data, "application/octet-stream", body, cache=IMMUTABLE)
                 return self._send(404, b"not found\n", "text/plain", body)
 
             def _send(self, status: int, data: bytes, ctype: str, body: bool, cache: str = "") -> None:
@@ -151,7 +213,9 @@ class LocalIndex:
                     self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
                 self.end_headers()
                 if body:
-                    self.wfile.write(data)
+                    # A client that hung up (a resolver that had read enough) is nothing to report.
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self.wfile.write(data)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
