@@ -28,10 +28,11 @@ def _input_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--installer", choices=["auto", "pip", "uv"], default="auto", help="auto: uv when on PATH, else pip")
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace, probe=None):
     from runcache.client.pyenv import PipInstallOptions
 
     return PipInstallOptions(
+        probe=probe,
         venv=args.venv,
         requirements=args.requirements,
         constraints=args.constraints,
@@ -89,6 +90,21 @@ def _describe(result) -> str:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    from runcache.client.pyenv.probe import InstallerError, Probe, find_python
+
+    try:
+        # Started before the cache client's imports and connection: the probe's interpreter runs beside them.
+        probe = Probe(find_python(args.python))
+    except InstallerError as exc:
+        print(f"runcache: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _install(args, probe)
+    finally:
+        probe.close()
+
+
+def _install(args: argparse.Namespace, probe) -> int:
     import json
 
     from runcache.client.interrupt import sigterm_interrupts
@@ -100,7 +116,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     try:
         with sigterm_interrupts(), client_of(args) as client:
-            result = install(client, _options(args), progress=TransferProgress)
+            result = install(client, _options(args, probe), progress=TransferProgress)
     except InstallerError as exc:
         print(f"runcache: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

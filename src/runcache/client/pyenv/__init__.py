@@ -21,11 +21,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runcache.client.operations import restore, save
 from runcache.client.pyenv import venv as venvs
 from runcache.client.pyenv.inputs import collect_inputs
-from runcache.client.pyenv.probe import Installer, find_installer, find_python, probe_interpreter
+from runcache.client.pyenv.probe import Installer, Probe, find_installer, find_python, probe_interpreter
 from runcache.client.pyenv.sync import (
     Runner,
     cache_dir,
@@ -36,9 +36,14 @@ from runcache.client.pyenv.sync import (
     sync,
     write_inputs,
 )
-from runcache.client.transfer import CacheClient
 from runcache.core.pyenv import EnvKeys, Interpreter, check_spec, env_keys, requirements_digest
 from runcache.core.venvs import changes
+
+if TYPE_CHECKING:
+    from runcache.client.transfer import CacheClient
+
+# The cache client (runcache.client.operations, and httpx with it) is imported by `install`, not here: the
+# probe module must be importable without it, so the CLI can start the interpreter probe before that import.
 
 ProgressFactory = Callable[[str], AbstractContextManager[Callable[[int], None]]]
 
@@ -55,6 +60,7 @@ class PipInstallOptions:
     workspace: Path = field(default_factory=Path.cwd)
     save: bool = True
     installer_cache: bool = True
+    probe: Probe | None = None  # the probe of `python` already started (runcache.client.pyenv.probe.Probe)
 
 
 @dataclass
@@ -124,7 +130,8 @@ def plan(options: PipInstallOptions) -> Plan:
     specs = [check_spec(s) for s in options.specs]
     if not (options.requirements or specs):
         raise ValueError("nothing to install: give -r REQUIREMENTS_FILE or requirement specifiers")
-    interp = probe_interpreter(find_python(options.python))
+    probe = options.probe
+    interp = probe.result() if probe is not None else probe_interpreter(find_python(options.python))
     installer = find_installer(options.installer, interp)
     workspace = options.workspace.resolve()
     inputs = collect_inputs(options.requirements, options.constraints, Path.cwd(), os.environ)
@@ -181,6 +188,8 @@ def _install(
     run: Runner,
     progress: ProgressFactory | None,
 ) -> None:
+    from runcache.client.operations import restore, save
+
     venv, keys, installer, interp = p.venv, p.keys, p.installer, p.interpreter
     # An environment already here, synced to this very key: nothing to fetch, nothing to run.
     if venvs.read_marker(venv) is not None:
@@ -298,6 +307,8 @@ def _save_installer_cache(
     run: Runner,
     progress: ProgressFactory | None,
 ) -> None:
+    from runcache.client.operations import save
+
     prune_cache(installer, run)
     target = cache_paths(installer, folder)
     if not has_files(target):
