@@ -54,7 +54,7 @@ def test_an_early_probe_answers_once_and_a_stuck_one_is_ended(tmp_path) -> None:
     stuck.chmod(0o755)
     slow = Probe(str(stuck), timeout=0.5)
     started = time.monotonic()
-    with pytest.raises(InstallerError, match="no answer within 0.5 s"):
+    with pytest.raises(InstallerError, match=r"no answer within 0\.5 s"):
         slow.result()
     assert time.monotonic() - started < 10
     assert slow._proc is not None and slow._proc.poll() is not None  # killed and reaped, not left running
