@@ -92,6 +92,12 @@ def build_stand_ins(folder: Path, names: list[str] | None = None) -> list[Path]:
     return [make_wheel(folder, n, v, deps) for n, (v, deps) in STAND_INS.items() if n in wanted]
 
 
+class _IndexServer(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5. uv opens dozens of connections at once: the ones beyond the
+    # backlog have their SYN dropped and retry after a second, a stall PyPI never causes.
+    request_queue_size = 256
+
+
 @dataclass(frozen=True)
 class WheelFacts:
     """What the index says about one wheel file, read once per file version."""
@@ -217,7 +223,7 @@ class LocalIndex:
                     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _IndexServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
