@@ -10,13 +10,18 @@ from runcache.core.pyenv import check_spec
 from runcache.core.venvs import desired_set, pins_from_compiled
 
 
-def test_the_pip_install_command_imports_no_packaging_parser() -> None:
+def _loaded_after(imports: str, *packages: str) -> list[str]:
+    """The modules of `packages` a fresh interpreter holds after `import <imports>`."""
     code = (
-        "import sys, runcache.cli.python, runcache.client.pyenv; "
-        "print(sorted(m for m in sys.modules if m == 'packaging' or m.startswith('packaging.')))"
+        f"import sys, {imports}; "
+        f"print('\\n'.join(m for m in sys.modules if m.split('.')[0] in {packages!r} or m in {packages!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    return out.split()
+
+
+def test_the_pip_install_command_imports_no_packaging_parser() -> None:
+    assert _loaded_after("runcache.cli.python, runcache.client.pyenv", "packaging") == []
 
 
 def test_the_functions_that_need_packaging_still_work() -> None:
@@ -29,12 +34,7 @@ def test_the_functions_that_need_packaging_still_work() -> None:
 def test_the_probe_module_loads_without_the_cache_client() -> None:
     # `runcache pip install` starts the interpreter probe before it imports the cache client (httpx and the
     # transfer code), so the probe runs beside those imports instead of after them.
-    code = (
-        "import sys, runcache.client.pyenv.probe; "
-        "print(sorted(m for m in sys.modules if m == 'httpx' or m.startswith('runcache.client.transfer')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert _loaded_after("runcache.client.pyenv.probe", "httpx", "runcache.client.transfer") == []
 
 
 def test_an_early_probe_answers_once_and_a_stuck_one_is_ended(tmp_path) -> None:
