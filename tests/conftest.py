@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,12 @@ from pg import Cluster, PostgresMissing
 from s3server import S3Missing, SeaweedFS
 
 EMBEDDED, SCALE_OUT = "embedded", "scale-out"
+
+# A suite started in the background of a non-interactive shell (`cmd &` without job control) inherits SIGINT
+# ignored, and every CLI it starts would ignore it too (an ignored signal survives exec, a handler does not):
+# the interrupt tests would then find Ctrl-C doing nothing. Ctrl-C here means what it means at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
