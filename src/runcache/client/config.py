@@ -18,6 +18,7 @@ class ConfigError(Exception):
 # memory the client holds only while it is that far ahead (pieces of at most 1 MiB, freed as extracted).
 DOWNLOAD_BUFFER_ENV = "RUNCACHE_DOWNLOAD_BUFFER_MIB"
 DEFAULT_DOWNLOAD_BUFFER_MIB = 256
+DEFAULT_DOWNLOAD_BUFFER = DEFAULT_DOWNLOAD_BUFFER_MIB << 20  # bytes
 MAX_DOWNLOAD_BUFFER_MIB = 4096
 
 
@@ -59,7 +60,7 @@ def download_buffer_bytes(env: Mapping[str, str]) -> int:
     """RUNCACHE_DOWNLOAD_BUFFER_MIB in bytes (1 to 4096 MiB; default 256)."""
     raw = env.get(DOWNLOAD_BUFFER_ENV, "").strip()
     if not raw:
-        return DEFAULT_DOWNLOAD_BUFFER_MIB << 20
+        return DEFAULT_DOWNLOAD_BUFFER
     try:
         mib = int(raw)
     except ValueError:

@@ -344,6 +344,14 @@ def _read_umask() -> int:
     return 0o7777
 
 
+def _finish_file(fd: int, mode: int, mtime: int, umask: int) -> None:
+    """A written file's mode and mtime. It was created with `mode` (see _Extractor._create): only bits the umask
+    took need a chmod. One rule for both the writer threads and the calling thread."""
+    if mode & umask:
+        os.fchmod(fd, mode)
+    os.utime(fd, ns=(mtime, mtime))
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     n = os.write(fd, data)
     if n < len(data):
@@ -546,9 +554,7 @@ class _Writers:
                 try:
                     if not (self._stop or self._failed or error):
                         _write_all(fd, data)
-                        if mode & self.umask:  # created with `mode`: only bits the umask took need a chmod
-                            os.fchmod(fd, mode)
-                        os.utime(fd, ns=(mtime, mtime))
+                        _finish_file(fd, mode, mtime, self.umask)
                 except BaseException as exc:  # kept for the calling thread, which raises it
                     error = exc
                     self._failed = True
@@ -789,9 +795,7 @@ class _Extractor:
             else:
                 try:
                     rd.copy(fd, size)
-                    if mode & self.umask:
-                        os.fchmod(fd, mode)
-                    os.utime(fd, ns=(mtime, mtime))
+                    _finish_file(fd, mode, mtime, self.umask)
                 finally:
                     os.close(fd)
                 rd.copy(None, -size % _BLOCK)

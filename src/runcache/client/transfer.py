@@ -28,7 +28,7 @@ else:
     import httpx
 
 from runcache.client.archive import READ_SIZE, rechunk
-from runcache.client.config import DEFAULT_DOWNLOAD_BUFFER_MIB
+from runcache.client.config import DEFAULT_DOWNLOAD_BUFFER
 from runcache.client.interrupt import Interrupted, signals_held
 from runcache.client.pipeline import background
 
@@ -197,7 +197,7 @@ class CacheClient:
         protocol: str = "v2",
         *,
         timeout: float = 60.0,
-        download_buffer: int = DEFAULT_DOWNLOAD_BUFFER_MIB << 20,
+        download_buffer: int = DEFAULT_DOWNLOAD_BUFFER,
     ) -> None:
         """`download_buffer`: bytes a download may read ahead of the extraction (runcache.client.config)."""
         if protocol not in ("v1", "v2"):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runcache.client.config import DEFAULT_DOWNLOAD_BUFFER_MIB, ConfigError, download_buffer_bytes
+from runcache.client.config import DEFAULT_DOWNLOAD_BUFFER, ConfigError, download_buffer_bytes
 from runcache.config import Settings
 from runcache.server.embedded import EmbeddedServer, EmbeddedServerError
 
@@ -29,7 +29,7 @@ class CacheEndpoint:
     kind: str  # embedded | external
     data_dir: Path | None = None
     source: str = ""  # external: where the URL came from (--url, RUNCACHE_URL)
-    download_buffer: int = DEFAULT_DOWNLOAD_BUFFER_MIB << 20  # RUNCACHE_DOWNLOAD_BUFFER_MIB, checked at start
+    download_buffer: int = DEFAULT_DOWNLOAD_BUFFER  # RUNCACHE_DOWNLOAD_BUFFER_MIB, checked at start
 
     def client(self):
         from runcache.client.transfer import CacheClient
