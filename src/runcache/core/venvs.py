@@ -165,8 +165,16 @@ class Pin:
     url: str = ""
 
 
+def canonical_name(name: str) -> str:
+    """A distribution's PEP 503 name. packaging is imported on first use: only a sync lists or compares
+    distributions, and its import is start-up an exact hit never needs."""
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(name)
+
+
 def _same_version(a: str, b: str) -> bool:
-    from packaging.version import InvalidVersion, Version  # here: see pins_from_compiled
+    from packaging.version import InvalidVersion, Version  # here: see canonical_name
 
     try:
         return Version(a) == Version(b)
@@ -176,12 +184,10 @@ def _same_version(a: str, b: str) -> bool:
 
 def pins_from_pip_report(report: Mapping[str, object]) -> dict[str, Pin]:
     """`pip install --dry-run --ignore-installed --report` → the complete set a fresh install would have."""
-    from packaging.utils import canonicalize_name  # here: see pins_from_compiled
-
     pins: dict[str, Pin] = {}
     for item in report.get("install") or []:  # type: ignore[union-attr]
         meta = item["metadata"]
-        name = canonicalize_name(meta["name"])
+        name = canonical_name(meta["name"])
         url = ""
         if item.get("is_direct"):
             url = (item.get("download_info") or {}).get("url", "")
@@ -191,10 +197,9 @@ def pins_from_pip_report(report: Mapping[str, object]) -> dict[str, Pin]:
 
 def pins_from_compiled(text: str) -> dict[str, Pin]:
     """`uv pip compile` output (`name==version` lines, `name @ url` for direct references) → the set."""
-    # packaging is imported where a sync needs it: an exact hit never does, and its parsers are ~10-20 ms of
+    # packaging's parser is imported where a sync needs it: an exact hit never does, and it is ~10-20 ms of
     # start-up for every `runcache pip install`.
     from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
 
     pins: dict[str, Pin] = {}
     for line in text.splitlines():
@@ -205,7 +210,7 @@ def pins_from_compiled(text: str) -> dict[str, Pin]:
             req = Requirement(line)
         except InvalidRequirement:
             raise ValueError(f"cannot read the resolved requirement {line!r}") from None
-        name = canonicalize_name(req.name)
+        name = canonical_name(req.name)
         exact = [s.version for s in req.specifier if s.operator in ("==", "===")]
         pins[name] = Pin(name, None if req.url else (exact[0] if exact else None), req.url or "")
     return pins
@@ -225,11 +230,10 @@ class SyncPlan:
 def desired_set(pins: Mapping[str, Pin], seed: Mapping[str, str]) -> dict[str, Pin]:
     """What a fresh environment synced to `pins` holds: the pins, and the installer's own seed packages
     (pip and, on older Pythons, setuptools, as `python -m venv` installs them) that the pins do not name."""
-    from packaging.utils import canonicalize_name  # here: see pins_from_compiled
-
     out = dict(pins)
     for name, version in seed.items():
-        out.setdefault(canonicalize_name(name), Pin(canonicalize_name(name), version))
+        canonical = canonical_name(name)
+        out.setdefault(canonical, Pin(canonical, version))
     return out
 
 

@@ -27,6 +27,7 @@ from runcache.core.venvs import (
     MARKER,
     MARKER_SCHEMA,
     RelocationPlan,
+    canonical_name,
     parse_pyvenv_cfg,
     plan_script_relocation,
     relocate_pyvenv_cfg,
@@ -221,10 +222,8 @@ def installed(venv: Path) -> dict[str, tuple[str, str]]:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvironmentRefused(f"its python does not run: {last}")
-    from packaging.utils import canonicalize_name  # not at import: an exact hit never lists an environment
-
     raw = json.loads(proc.stdout)
-    return {canonicalize_name(name): (v[0], v[1]) for name, v in raw.items()}
+    return {canonical_name(name): (v[0], v[1]) for name, v in raw.items()}
 
 
 def local_installs(dists: dict[str, tuple[str, str]]) -> list[str]:
